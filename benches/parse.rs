@@ -1,0 +1,2 @@
+//! Parsing throughput. (Being written.)
+fn main() {}

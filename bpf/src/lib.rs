@@ -1,0 +1,1 @@
+//! XDP redirector loader. (Being written.)

@@ -1,0 +1,4 @@
+//! moat control plane. (Being written.)
+#![forbid(unsafe_code)]
+
+pub mod selector;

@@ -1,0 +1,1 @@
+//! Calico selector language. (Being written.)

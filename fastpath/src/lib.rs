@@ -1,0 +1,1 @@
+//! moat fastpath. (Being written.)

@@ -1,0 +1,51 @@
+//! Subcommands of the `moat` binary.
+
+pub mod demo;
+pub mod policy;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+/// moat: a Kubernetes-aware packet filter on AF_XDP.
+#[derive(Debug, Parser)]
+#[command(name = "moat", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Offline policy tools: evaluate flows against manifests, explain verdicts.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Build a zone topology in network namespaces, run moat between the zones and show
+    /// which connections pass and which are blocked.
+    Demo(demo::DemoArgs),
+}
+
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MOAT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::Demo(args) => demo::run(args),
+    }
+}
