@@ -1,7 +1,9 @@
 //! Subcommands of the `moat` binary.
 
 pub mod demo;
+pub mod pktgen;
 pub mod policy;
+pub mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -25,6 +27,10 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Attach to wire pairs (IF_A,IF_B) and filter traffic between them.
+    Run(run::RunArgs),
+    /// Transmit generated traffic from an AF_XDP socket (the kernel here has no pktgen module).
+    Pktgen(pktgen::PktgenArgs),
     /// Offline policy tools: evaluate flows against manifests, explain verdicts.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -45,6 +51,8 @@ pub fn init_logging(format: LogFormat) {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Pktgen(args) => pktgen::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Demo(args) => demo::run(args),
     }

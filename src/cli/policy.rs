@@ -1,11 +1,148 @@
-//! `moat policy …`: offline policy evaluation. (Being written.)
+//! `moat policy …`: offline policy evaluation against manifests.
+//!
+//! Thin by design: loading, evaluation and formatting live in `moat_control`; this module only
+//! parses arguments, reports manifest problems on stderr and moves lines between files.
 
-use clap::Subcommand;
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use moat_control::evaluate::FlowQuery;
+use moat_control::model::Protocol;
+use moat_control::{Evaluator, load_paths};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {}
+pub enum PolicyCommand {
+    /// Evaluate flows (JSON lines) against manifests; writes one JSON verdict line per flow.
+    ///
+    /// Input lines: {"src": "NS/POD"|"IP", "dst": "NS/POD"|"IP", "protocol": "TCP"|"UDP"|"SCTP"|
+    /// "ICMP"|"ICMPv6"|number, "dst_port": n, "src_port": n, "icmp_type": n, "icmp_code": n}.
+    /// Output lines: {"verdict": "allow"|"deny", "egress": SIDE|null, "ingress": SIDE|null} with
+    /// SIDE = {"verdict", "policies": ["index|tier|name|action|ruleIndex", …], "staged": […]},
+    /// or {"error": "…"} for a flow that cannot be evaluated.
+    Eval(EvalArgs),
+    /// Explain, for people, which tier, policy and rule decided one connection.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// Manifest files or directories (YAML or JSON, multi-document, `List` kinds; recursive).
+    #[arg(long, required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// Fail (exit 2) when any manifest object is invalid instead of evaluating without it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// File of JSON-lines flow queries, or `-` for stdin.
+    #[arg(long)]
+    pub flows: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// Source: NS/POD or an IP address.
+    #[arg(long)]
+    pub from: String,
+    /// Destination: NS/POD or an IP address (the pod behind a Service: policy sees post-DNAT).
+    #[arg(long)]
+    pub to: String,
+    /// TCP, UDP, SCTP, ICMP, ICMPv6 or a protocol number.
+    #[arg(long, default_value = "TCP", value_parser = parse_protocol)]
+    pub protocol: Protocol,
+    /// Destination port (TCP, UDP, SCTP).
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[arg(long)]
+    pub src_port: Option<u16>,
+    #[arg(long)]
+    pub icmp_type: Option<u8>,
+    #[arg(long)]
+    pub icmp_code: Option<u8>,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    Protocol::parse(s).ok_or_else(|| format!("unknown protocol {s:?} (TCP, UDP, SCTP, ICMP, ICMPv6 or 1-255)"))
+}
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
-    match cmd {}
+    match cmd {
+        PolicyCommand::Eval(args) => eval(args),
+        PolicyCommand::Explain(args) => explain(args),
+    }
+}
+
+/// Load manifests and report every problem on stderr. `None` when `--strict` and not clean.
+fn load(args: &ManifestArgs) -> anyhow::Result<Option<Evaluator>> {
+    for p in &args.manifests {
+        anyhow::ensure!(p.exists(), "manifest path {} does not exist", p.display());
+    }
+    let report = load_paths(&args.manifests);
+    for e in &report.errors {
+        tracing::error!("{e}");
+    }
+    for s in &report.skipped {
+        tracing::info!("{s}");
+    }
+    if args.strict && !report.is_clean() {
+        tracing::error!("{} invalid manifest object(s); not evaluating (--strict)", report.errors.len());
+        return Ok(None);
+    }
+    let ev = Evaluator::new(&report.to_model());
+    for w in &ev.resolved().warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::debug!(loaded = report.loaded.len(), errors = report.errors.len(), skipped = report.skipped.len());
+    Ok(Some(ev))
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let Some(ev) = load(&args.manifests)? else { return Ok(ExitCode::from(2)) };
+    let input: Box<dyn BufRead> = if args.flows == "-" {
+        Box::new(BufReader::new(std::io::stdin().lock()))
+    } else {
+        let f = std::fs::File::open(&args.flows).with_context(|| format!("cannot open flows file {}", args.flows))?;
+        Box::new(BufReader::new(f))
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in input.lines() {
+        let line = line.context("reading flows")?;
+        if let Some(answer) = ev.answer_line(&line) {
+            out.write_all(answer.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let Some(ev) = load(&args.manifests)? else { return Ok(ExitCode::from(2)) };
+    let q = FlowQuery {
+        src: args.from,
+        dst: args.to,
+        protocol: args.protocol,
+        dst_port: args.port,
+        src_port: args.src_port,
+        icmp_type: args.icmp_type,
+        icmp_code: args.icmp_code,
+    };
+    match ev.explain(&q) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }

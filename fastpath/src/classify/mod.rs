@@ -1,0 +1,195 @@
+//! The rule table the workers consult, and how a new table reaches them.
+//!
+//! A [`RuleTable`] is immutable. The control side builds a new one and publishes it through a
+//! [`TableHandle`] (an `ArcSwap`): workers load the current table once per RX batch, so a batch is
+//! decided entirely by one generation, and a swap never blocks or drops a packet. Replaced tables are
+//! kept by the handle until no worker still reads them and are freed by the publisher, never on a
+//! worker's hot path.
+//!
+//! The table's rule language today is the interim ACL of [`acl`]; the compiled Calico policy
+//! classifier replaces it behind the same `classify` call.
+
+pub mod acl;
+
+use arc_swap::{ArcSwap, Guard};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use acl::{AclError, AclRule};
+
+/// What policy sees of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol number (after the IPv6 extension chain).
+    pub protocol: u8,
+    /// TCP/UDP/SCTP ports; 0 for other protocols.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// ICMP/ICMPv6 type and code; `None` for other protocols (and for later fragments).
+    pub icmp: Option<(u8, u8)>,
+}
+
+/// The decision for a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// An immutable, versioned set of rules.
+#[derive(Debug, Clone)]
+pub struct RuleTable {
+    generation: u64,
+    rules: Vec<AclRule>,
+    default: Verdict,
+    origin: String,
+}
+
+impl RuleTable {
+    /// A table from rules, first match wins, `default` when none matches. `origin` says where the rules
+    /// came from (for status output).
+    pub fn new(rules: Vec<AclRule>, default: Verdict, origin: impl Into<String>) -> RuleTable {
+        RuleTable { generation: 0, rules, default, origin: origin.into() }
+    }
+
+    /// The table in force before any policy was loaded: deny all IP traffic (fail closed).
+    pub fn fail_closed() -> RuleTable {
+        RuleTable::new(Vec::new(), Verdict::Deny, "no policy loaded yet (fail closed)")
+    }
+
+    /// Decides one packet.
+    #[inline]
+    pub fn classify(&self, key: &FlowKey) -> Verdict {
+        self.rules.iter().find_map(|rule| rule.decide(key)).unwrap_or(self.default)
+    }
+
+    /// Generation number assigned at publication; 0 for the initial table.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn rules(&self) -> &[AclRule] {
+        &self.rules
+    }
+
+    pub fn default_verdict(&self) -> Verdict {
+        self.default
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// The publication point of rule tables: one writer (the control side), many readers (workers).
+#[derive(Debug)]
+pub struct TableHandle {
+    current: ArcSwap<RuleTable>,
+    last_generation: AtomicU64,
+    /// Tables replaced but possibly still read by a worker's in-flight batch. Only the publisher
+    /// touches this list, so the mutex is never contended by a worker.
+    retired: Mutex<Vec<Arc<RuleTable>>>,
+}
+
+impl TableHandle {
+    pub fn new(initial: RuleTable) -> Arc<TableHandle> {
+        Arc::new(TableHandle {
+            last_generation: AtomicU64::new(initial.generation),
+            current: ArcSwap::from_pointee(initial),
+            retired: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The current table; workers call this once per batch.
+    #[inline]
+    pub fn load(&self) -> Guard<Arc<RuleTable>> {
+        self.current.load()
+    }
+
+    /// Publishes `table` as the next generation and returns its number.
+    pub fn publish(&self, mut table: RuleTable) -> u64 {
+        let generation = self.last_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        table.generation = generation;
+        let old = self.current.swap(Arc::new(table));
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.push(old);
+            // Free the tables no worker holds any more. A worker still holding one keeps its count
+            // above 1, and its table stays here for the next publication or `reclaim`.
+            retired.retain(|t| Arc::strong_count(t) > 1);
+        }
+        generation
+    }
+
+    /// Frees retired tables no worker reads any more (call periodically from the control side).
+    pub fn reclaim(&self) -> usize {
+        match self.retired.lock() {
+            Ok(mut retired) => {
+                retired.retain(|t| Arc::strong_count(t) > 1);
+                retired.len()
+            }
+            Err(_) => 0,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(src: &str, dst: &str, protocol: u8, dst_port: u16) -> FlowKey {
+        FlowKey {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol,
+            src_port: 40000,
+            dst_port,
+            icmp: None,
+        }
+    }
+
+    #[test]
+    fn fail_closed_denies_everything() {
+        let table = RuleTable::fail_closed();
+        assert_eq!(table.classify(&key("10.0.0.1", "10.0.0.2", 6, 80)), Verdict::Deny);
+        assert_eq!(table.generation(), 0);
+    }
+
+    #[test]
+    fn publish_numbers_generations_and_swaps() {
+        let handle = TableHandle::new(RuleTable::fail_closed());
+        let allow_all = acl::parse("allow any any any", "test").unwrap();
+        let reader = handle.load();
+        assert_eq!(handle.publish(RuleTable::new(allow_all, Verdict::Deny, "t")), 1);
+        // A batch in flight keeps seeing its own generation…
+        assert_eq!(reader.generation(), 0);
+        assert_eq!(reader.classify(&key("10.0.0.1", "10.0.0.2", 6, 80)), Verdict::Deny);
+        // …the next batch sees the new one.
+        assert_eq!(handle.load().generation(), 1);
+        assert_eq!(handle.load().classify(&key("10.0.0.1", "10.0.0.2", 6, 80)), Verdict::Allow);
+        drop(reader);
+        assert_eq!(handle.reclaim(), 0);
+    }
+
+    #[test]
+    fn retired_tables_live_while_read() {
+        let handle = TableHandle::new(RuleTable::fail_closed());
+        let held = handle.load_full_for_test();
+        handle.publish(RuleTable::fail_closed());
+        assert_eq!(handle.reclaim(), 1, "a table still read by someone must not be freed");
+        drop(held);
+        assert_eq!(handle.reclaim(), 0);
+    }
+
+    impl TableHandle {
+        fn load_full_for_test(&self) -> Arc<RuleTable> {
+            self.current.load_full()
+        }
+    }
+}

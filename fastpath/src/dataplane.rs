@@ -1,0 +1,287 @@
+//! Starting and stopping the whole dataplane: redirectors, sockets and one worker per (pair, queue).
+//!
+//! Start-up order is chosen so no frame is ever forwarded unchecked: the redirector is attached first
+//! (with no sockets registered it drops — or, if so configured, passes — every frame), then each
+//! worker's sockets are bound and their fill rings filled, and only then are the sockets registered
+//! in the redirector's XSKMAP. Shut-down is the reverse: workers stop and drain, sockets are
+//! unregistered, the redirectors detach when dropped.
+
+use crate::classify::TableHandle;
+use crate::stats::{StatsSnapshot, WorkerStats};
+use crate::worker::{Worker, WorkerConfig, WorkerExit};
+use crate::xsk::{BindMode, BindPolicy, SocketStats, Umem, UmemConfig, XskSocket};
+use moat_bpf::{BpfError, Redirector, RedirectorConfig, RedirectorStats};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+/// Two interfaces between which moat forwards (a bump in the wire).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WirePair {
+    pub a: String,
+    pub b: String,
+}
+
+impl std::fmt::Display for WirePair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{}", self.a, self.b)
+    }
+}
+
+impl std::str::FromStr for WirePair {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split(',').map(str::trim).collect::<Vec<_>>().as_slice() {
+            [a, b] if !a.is_empty() && !b.is_empty() && a != b => {
+                Ok(WirePair { a: (*a).to_owned(), b: (*b).to_owned() })
+            }
+            _ => Err(format!("wire pair {s:?}: expected two different interfaces, IF_A,IF_B")),
+        }
+    }
+}
+
+/// Everything needed to start the dataplane.
+#[derive(Debug, Clone, Default)]
+pub struct DataplaneConfig {
+    pub pairs: Vec<WirePair>,
+    /// Queues served per interface; `None` = all RX queues the interfaces have.
+    pub queues: Option<u32>,
+    pub redirector: RedirectorConfig,
+    pub umem: UmemConfig,
+    pub bind: BindPolicy,
+    pub worker: WorkerConfig,
+    /// Pin worker `i` to CPU `i mod ncpus`.
+    pub pin_cores: bool,
+}
+
+/// Errors of starting the dataplane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("no wire pair given")]
+    NoPairs,
+    #[error("interface {0} appears in more than one wire pair")]
+    DuplicateInterface(String),
+    #[error("reading the RX queues of {ifname}: {source}")]
+    Queues { ifname: String, source: std::io::Error },
+    #[error("{requested} queues requested but {ifname} has only {available}")]
+    TooFewQueues { ifname: String, requested: u32, available: u32 },
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error("creating the UMEM for {pair} queue {queue}: {source}")]
+    Umem { pair: String, queue: u32, source: std::io::Error },
+    #[error("{0}")]
+    Socket(std::io::Error),
+    #[error("starting worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Identity of a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub pair: WirePair,
+    pub queue: u32,
+    pub mode: BindMode,
+    pub cpu: Option<usize>,
+}
+
+struct RunningWorker {
+    info: WorkerInfo,
+    stats: Arc<WorkerStats>,
+    thread: JoinHandle<WorkerExit>,
+}
+
+/// The running dataplane. Dropping it without `stop` still stops the workers and detaches.
+pub struct Dataplane {
+    workers: Vec<RunningWorker>,
+    /// Socket statistics are read through a second handle to each socket's fd.
+    socket_fds: Vec<(WorkerInfo, [std::os::fd::OwnedFd; 2])>,
+    redirectors: Vec<Redirector>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane").field("workers", &self.workers.len()).finish_non_exhaustive()
+    }
+}
+
+/// Final report of a stopped dataplane.
+#[derive(Debug, Clone)]
+pub struct DataplaneReport {
+    pub workers: Vec<(WorkerInfo, StatsSnapshot, Option<WorkerExit>)>,
+    pub redirectors: Vec<(String, RedirectorStats)>,
+}
+
+impl Dataplane {
+    /// Attaches to every pair and starts the workers.
+    pub fn start(config: &DataplaneConfig, tables: Arc<TableHandle>) -> Result<Dataplane, DataplaneError> {
+        if config.pairs.is_empty() {
+            return Err(DataplaneError::NoPairs);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for pair in &config.pairs {
+            for ifname in [&pair.a, &pair.b] {
+                if !seen.insert(ifname.clone()) {
+                    return Err(DataplaneError::DuplicateInterface(ifname.clone()));
+                }
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut dataplane = Dataplane { workers: Vec::new(), socket_fds: Vec::new(), redirectors: Vec::new(), stop };
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        for pair in &config.pairs {
+            let queues = queue_count(pair, config.queues)?;
+            let red_a = Redirector::attach(&pair.a, &config.redirector)?;
+            let red_b = Redirector::attach(&pair.b, &config.redirector)?;
+            for queue in 0..queues {
+                let umem = Umem::new(config.umem).map_err(|source| DataplaneError::Umem {
+                    pair: pair.to_string(),
+                    queue,
+                    source,
+                })?;
+                let a = XskSocket::bind(&umem, &pair.a, red_a.ifindex(), queue, None, config.bind)
+                    .map_err(DataplaneError::Socket)?;
+                let b = XskSocket::bind(&umem, &pair.b, red_b.ifindex(), queue, Some(&a), config.bind)
+                    .map_err(DataplaneError::Socket)?;
+                let index = dataplane.workers.len();
+                let cpu = config.pin_cores.then_some(index % cpus);
+                let info = WorkerInfo { pair: pair.clone(), queue, mode: a.mode(), cpu };
+                let fds = [a.fd().try_clone_to_owned(), b.fd().try_clone_to_owned()];
+                let [Ok(fd_a), Ok(fd_b)] = fds else {
+                    return Err(DataplaneError::Socket(std::io::Error::other("duplicating socket fd")));
+                };
+                let stats = Arc::new(WorkerStats::default());
+                let worker = Worker::new(umem, a, b, Arc::clone(&tables), Arc::clone(&stats), config.worker);
+                red_a.register_socket(queue, fd_a.as_fd())?;
+                red_b.register_socket(queue, fd_b.as_fd())?;
+                let stop = Arc::clone(&dataplane.stop);
+                let thread = std::thread::Builder::new()
+                    .name(format!("moat-w{index}"))
+                    .spawn(move || {
+                        if let Some(cpu) = cpu {
+                            pin_to_cpu(cpu);
+                        }
+                        worker.run(&stop)
+                    })
+                    .map_err(DataplaneError::Thread)?;
+                dataplane.socket_fds.push((info.clone(), [fd_a, fd_b]));
+                dataplane.workers.push(RunningWorker { info, stats, thread });
+            }
+            dataplane.redirectors.push(red_a);
+            dataplane.redirectors.push(red_b);
+        }
+        Ok(dataplane)
+    }
+
+    /// Workers and their live counters.
+    pub fn stats(&self) -> Vec<(WorkerInfo, StatsSnapshot)> {
+        self.workers.iter().map(|w| (w.info.clone(), w.stats.snapshot())).collect()
+    }
+
+    /// Kernel statistics of every socket (per worker: side A, side B).
+    pub fn socket_stats(&self) -> Vec<(WorkerInfo, [Option<SocketStats>; 2])> {
+        self.socket_fds.iter().map(|(info, [a, b])| (info.clone(), [socket_stats(a), socket_stats(b)])).collect()
+    }
+
+    pub fn redirector_stats(&self) -> Vec<(String, RedirectorStats)> {
+        self.redirectors.iter().filter_map(|r| r.stats().ok().map(|s| (r.ifname().to_owned(), s))).collect()
+    }
+
+    /// Stops the workers, drains them, detaches and reports.
+    pub fn stop(mut self) -> DataplaneReport {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> DataplaneReport {
+        let redirectors = self.redirector_stats();
+        self.stop.store(true, Ordering::Relaxed);
+        let mut workers = Vec::new();
+        for worker in self.workers.drain(..) {
+            let exit = worker.thread.join().ok();
+            workers.push((worker.info, worker.stats.snapshot(), exit));
+        }
+        for redirector in &self.redirectors {
+            for (info, _) in &self.socket_fds {
+                if info.pair.a == redirector.ifname() || info.pair.b == redirector.ifname() {
+                    // Detaching below makes this moot; unregistering first only narrows the window.
+                    let _ = redirector.unregister_socket(info.queue);
+                }
+            }
+        }
+        self.socket_fds.clear();
+        self.redirectors.clear();
+        DataplaneReport { workers, redirectors }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.shutdown();
+        }
+    }
+}
+
+/// Number of RX queues of an interface (`/sys/class/net/IF/queues/rx-*`).
+pub fn rx_queue_count(ifname: &str) -> std::io::Result<u32> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))?;
+    let count = dir.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count();
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
+fn queue_count(pair: &WirePair, requested: Option<u32>) -> Result<u32, DataplaneError> {
+    let mut available = u32::MAX;
+    for ifname in [&pair.a, &pair.b] {
+        let n = rx_queue_count(ifname).map_err(|source| DataplaneError::Queues { ifname: ifname.clone(), source })?;
+        if let Some(requested) = requested
+            && requested > n
+        {
+            return Err(DataplaneError::TooFewQueues { ifname: ifname.clone(), requested, available: n });
+        }
+        available = available.min(n);
+    }
+    Ok(requested.unwrap_or(available).clamp(1, moat_bpf::MAX_QUEUES))
+}
+
+fn socket_stats(fd: &std::os::fd::OwnedFd) -> Option<SocketStats> {
+    crate::xsk::socket_stats_of(fd.as_fd()).ok()
+}
+
+fn pin_to_cpu(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        // Pinning is an optimisation: a worker that cannot be pinned still works.
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_pair_syntax() {
+        assert_eq!("eth0,eth1".parse::<WirePair>().unwrap(), WirePair { a: "eth0".into(), b: "eth1".into() });
+        for bad in ["eth0", "eth0,eth0", "eth0,", "a,b,c"] {
+            assert!(bad.parse::<WirePair>().unwrap_err().contains(bad));
+        }
+    }
+
+    #[test]
+    fn no_pairs_is_an_error() {
+        let err = Dataplane::start(&DataplaneConfig::default(), TableHandle::new(crate::RuleTable::fail_closed()));
+        assert!(matches!(err, Err(DataplaneError::NoPairs)));
+    }
+
+    #[test]
+    fn one_interface_in_two_pairs_is_an_error() {
+        let config = DataplaneConfig {
+            pairs: vec!["x0,x1".parse().unwrap(), "x1,x2".parse().unwrap()],
+            ..DataplaneConfig::default()
+        };
+        let err = Dataplane::start(&config, TableHandle::new(crate::RuleTable::fail_closed()));
+        assert!(matches!(err, Err(DataplaneError::DuplicateInterface(ref i)) if i == "x1"));
+    }
+}

@@ -1,0 +1,230 @@
+//! A worker: one thread serving one RX queue of one wire pair.
+//!
+//! The worker owns a UMEM and two AF_XDP sockets sharing it, one on each interface of the pair, bound
+//! to the same queue number. Its loop, per iteration:
+//!
+//! 1. load the current rule table (once per batch: the whole batch is decided by one generation);
+//! 2. for each direction, take up to `batch` frames from the RX ring, decide each one, and queue the
+//!    ones to forward on the *other* socket's TX ring — the descriptor moves, the bytes never do;
+//! 3. reclaim transmitted frames from both completion rings, and top up both fill rings;
+//! 4. when several iterations found nothing to do, sleep in poll(2) until traffic arrives (unless
+//!    configured to busy-poll), so an idle worker does not burn a core.
+
+pub mod decide;
+
+use crate::classify::TableHandle;
+use crate::stats::{DropCause, WorkerStats};
+use crate::xsk::{Census, Owner, Umem, XskSocket, wait_readable};
+pub use decide::{Decision, decide};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How a worker decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerMode {
+    /// Parse, classify, forward or drop.
+    #[default]
+    Filter,
+    /// Forward every frame without looking at it: the baseline a filter is measured against.
+    Bare,
+}
+
+/// What a worker does when there is no traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// Spin forever: lowest latency, one core at 100%.
+    BusyPoll,
+    /// After `spins` empty iterations, sleep in poll(2) for up to `timeout_ms`.
+    Sleep { spins: u32, timeout_ms: i32 },
+}
+
+impl Default for IdlePolicy {
+    fn default() -> Self {
+        IdlePolicy::Sleep { spins: 256, timeout_ms: 100 }
+    }
+}
+
+/// Worker tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Frames taken from an RX ring per batch.
+    pub batch: u32,
+    pub idle: IdlePolicy,
+    pub mode: WorkerMode,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { batch: 64, idle: IdlePolicy::default(), mode: WorkerMode::Filter }
+    }
+}
+
+/// What a worker reports when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerExit {
+    /// Frame owners after draining: everything not lent to the kernel's fill rings is back in the
+    /// free list (`user == 0`, `tx == 0` unless the kernel never completed a transmission).
+    pub census: Census,
+    /// Kernel descriptors refused by the frame ledger over the worker's life.
+    pub refused_descriptors: u64,
+}
+
+/// One direction's sockets: frames arrive on `rx`, leave on `tx`.
+struct Direction<'a> {
+    rx: &'a mut XskSocket,
+    tx: &'a mut XskSocket,
+}
+
+/// A worker for one (wire pair, queue).
+#[derive(Debug)]
+pub struct Worker {
+    // Sockets before the UMEM: fields drop in order, and the rings must go before the memory.
+    a: XskSocket,
+    b: XskSocket,
+    umem: Umem,
+    tables: Arc<TableHandle>,
+    stats: Arc<WorkerStats>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    /// Builds a worker and lends the kernel its first frames (both fill rings full), so the sockets
+    /// can receive from the moment they are registered with the redirector.
+    pub fn new(
+        umem: Umem,
+        a: XskSocket,
+        b: XskSocket,
+        tables: Arc<TableHandle>,
+        stats: Arc<WorkerStats>,
+        config: WorkerConfig,
+    ) -> Worker {
+        let mut worker = Worker { a, b, umem, tables, stats, config };
+        worker.refill();
+        worker
+    }
+
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// Runs until `stop` is set, then drains and reports.
+    pub fn run(mut self, stop: &AtomicBool) -> WorkerExit {
+        let mut idle_iterations = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let moved = self.iteration();
+            if moved > 0 {
+                idle_iterations = 0;
+                continue;
+            }
+            idle_iterations = idle_iterations.saturating_add(1);
+            match self.config.idle {
+                IdlePolicy::BusyPoll => std::hint::spin_loop(),
+                IdlePolicy::Sleep { spins, timeout_ms } if idle_iterations >= spins => {
+                    self.stats.idle_wait();
+                    // An error here (EINTR is already filtered) would repeat at once; fall back to
+                    // spinning for this round rather than failing the worker.
+                    let _ = wait_readable(&[&self.a, &self.b], timeout_ms);
+                }
+                IdlePolicy::Sleep { .. } => std::hint::spin_loop(),
+            }
+        }
+        self.drain()
+    }
+
+    /// One pass over both directions; returns the number of frames received.
+    pub fn iteration(&mut self) -> u32 {
+        let table = self.tables.load();
+        self.stats.batch(table.generation());
+        let mut moved = 0;
+        {
+            let Worker { a, b, umem, stats, config, .. } = self;
+            moved += forward(Direction { rx: a, tx: b }, umem, stats, &table, config);
+            moved += forward(Direction { rx: b, tx: a }, umem, stats, &table, config);
+        }
+        drop(table);
+        let ring = self.a.ring_size();
+        let pool = self.umem.pool_mut();
+        self.a.reclaim_completed(pool, ring);
+        self.b.reclaim_completed(pool, ring);
+        self.refill();
+        moved
+    }
+
+    fn refill(&mut self) {
+        let ring = self.a.ring_size();
+        let pool = self.umem.pool_mut();
+        self.a.refill(pool, ring);
+        self.b.refill(pool, ring);
+    }
+
+    /// Takes back every frame the kernel will return: completions for frames still in TX rings.
+    /// Frames on the fill rings stay lent until the sockets close.
+    fn drain(mut self) -> WorkerExit {
+        for _ in 0..100 {
+            let pool = self.umem.pool_mut();
+            let ring = self.a.ring_size();
+            self.a.reclaim_completed(pool, ring);
+            self.b.reclaim_completed(pool, ring);
+            if self.umem.pool().census().tx == 0 {
+                break;
+            }
+            self.a.kick_tx();
+            self.b.kick_tx();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        WorkerExit { census: self.umem.pool().census(), refused_descriptors: self.umem.pool().refused() }
+    }
+}
+
+/// Moves up to one batch from `dir.rx` to `dir.tx`. Returns the number of frames received.
+fn forward(
+    dir: Direction<'_>,
+    umem: &mut Umem,
+    stats: &WorkerStats,
+    table: &crate::classify::RuleTable,
+    config: &WorkerConfig,
+) -> u32 {
+    let received = dir.rx.rx_available(config.batch);
+    if received == 0 {
+        return 0;
+    }
+    let room = dir.tx.tx_free(received);
+    let mut queued = 0;
+    for i in 0..received {
+        let (addr, len) = dir.rx.rx_peek(i);
+        let Some(frame) = umem.pool_mut().take_from_kernel(addr, Owner::Fill) else {
+            stats.dropped(DropCause::BadDescriptor);
+            continue;
+        };
+        stats.received(len);
+        let offset = umem.offset_in_frame(addr);
+        let decision = match config.mode {
+            WorkerMode::Bare => Decision::Forward,
+            WorkerMode::Filter => match umem.bytes(&frame, offset, len) {
+                Some(bytes) => decide(bytes, table),
+                None => Decision::Drop(DropCause::BadDescriptor),
+            },
+        };
+        match decision {
+            Decision::Forward | Decision::Bridge if queued < room => {
+                if decision == Decision::Bridge {
+                    stats.bridged_non_ip();
+                }
+                dir.tx.tx_write(umem.pool_mut(), queued, frame, offset, len);
+                stats.transmitted(len);
+                queued += 1;
+            }
+            Decision::Forward | Decision::Bridge => {
+                umem.pool_mut().release(frame);
+                stats.dropped(DropCause::TxRingFull);
+            }
+            Decision::Drop(cause) => {
+                umem.pool_mut().release(frame);
+                stats.dropped(cause);
+            }
+        }
+    }
+    dir.rx.rx_release(received);
+    dir.tx.tx_submit(queued);
+    received
+}

@@ -1,0 +1,274 @@
+//! `moat run`: attach to wire pairs and filter.
+//!
+//! **veth neighbours need TX checksum offload off.** A veth hands its peer socket buffers whose
+//! TCP/UDP checksums may be left for "hardware" to finish (`CHECKSUM_PARTIAL`). Inside one host that
+//! is fine, but a frame that crosses moat is copied into an AF_XDP frame and transmitted as a new
+//! buffer with no such promise, so the receiver sees a bad checksum and drops it (ping works, TCP does
+//! not). Physical NICs put finished checksums on the wire, so this only concerns veth topologies: the
+//! hosts that send into moat over a veth must run `ethtool -K <their veth> tx off` (the lab, the
+//! demo and the tests do). See ARCHITECTURE.md, "veth and checksum offload".
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use moat_bpf::{FailsafePort, NoSocketAction, RedirectorConfig, XdpMode};
+use moat_fastpath::dataplane::{Dataplane, DataplaneConfig, DataplaneReport, WirePair};
+use moat_fastpath::stats::StatsSnapshot;
+use moat_fastpath::worker::{IdlePolicy, WorkerConfig, WorkerMode};
+use moat_fastpath::xsk::{BindMode, BindPolicy, UmemConfig};
+use moat_fastpath::{RuleTable, TableHandle, Verdict};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Two interfaces to bridge through the filter, IF_A,IF_B. Repeat for more pairs.
+    #[arg(long = "wire", value_name = "IF_A,IF_B", required = true)]
+    pub pairs: Vec<WirePair>,
+    /// Directory of rule files (`*.acl`, read in name order).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// RX queues to serve per interface (default: all of them). One worker per pair and queue.
+    #[arg(long)]
+    pub queues: Option<u32>,
+    /// Verdict for IP traffic no rule matches.
+    #[arg(long, value_enum, default_value_t = ActionArg::Deny)]
+    pub default_action: ActionArg,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub xdp_mode: XdpModeArg,
+    /// What the XDP program does with frames of a queue that has no worker (yet): drop = fail closed.
+    #[arg(long, value_enum, default_value_t = NoSocketArg::Drop)]
+    pub no_socket: NoSocketArg,
+    /// Ports on which frames addressed to this host always reach the kernel, as
+    /// `[in:|out:]tcp|udp:PORT,…`; `none` disables. Default: Calico's failsafe ports.
+    #[arg(long, value_name = "LIST")]
+    pub failsafe_ports: Option<String>,
+    /// AF_XDP bind mode.
+    #[arg(long, value_enum, default_value_t = BindArg::Auto)]
+    pub bind: BindArg,
+    /// Spin on the rings instead of sleeping when idle (one core at 100% per worker).
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// Frames per RX batch.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch: u32,
+    /// Forward every frame without parsing or policy (the baseline for benchmarks). Never use it to
+    /// protect anything.
+    #[arg(long)]
+    pub bare: bool,
+    /// Do not pin workers to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Create this file once everything is attached and forwarding.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Write final counters as JSON to this file on exit.
+    #[arg(long, value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
+    /// Log counters every N seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub stats_interval: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ActionArg {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum XdpModeArg {
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NoSocketArg {
+    Drop,
+    Pass,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BindArg {
+    Auto,
+    Copy,
+    ZeroCopy,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let default = match args.default_action {
+        ActionArg::Allow => Verdict::Allow,
+        ActionArg::Deny => Verdict::Deny,
+    };
+    let table = load_rules(&args.manifests, default)?;
+    tracing::info!(rules = table.rules().len(), origin = table.origin(), "rules loaded");
+    let config = DataplaneConfig {
+        pairs: args.pairs.clone(),
+        queues: args.queues,
+        redirector: RedirectorConfig {
+            mode: match args.xdp_mode {
+                XdpModeArg::Native => XdpMode::Native,
+                XdpModeArg::Generic => XdpMode::Generic,
+            },
+            no_socket: match args.no_socket {
+                NoSocketArg::Drop => NoSocketAction::Drop,
+                NoSocketArg::Pass => NoSocketAction::Pass,
+            },
+            failsafe: parse_failsafe(args.failsafe_ports.as_deref())?,
+        },
+        umem: UmemConfig::default(),
+        bind: match args.bind {
+            BindArg::Auto => BindPolicy::Auto,
+            BindArg::Copy => BindPolicy::CopyOnly,
+            BindArg::ZeroCopy => BindPolicy::ZeroCopyOnly,
+        },
+        worker: WorkerConfig {
+            batch: args.batch,
+            idle: if args.busy_poll { IdlePolicy::BusyPoll } else { IdlePolicy::default() },
+            mode: if args.bare { WorkerMode::Bare } else { WorkerMode::Filter },
+        },
+        pin_cores: !args.no_pin,
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
+
+    // Generation 0 fails closed; the loaded rules become generation 1 before any worker starts, so the
+    // fail-closed table only governs a later reload failure path, never start-up traffic.
+    let tables = TableHandle::new(RuleTable::fail_closed());
+    tables.publish(table);
+    let dataplane = Dataplane::start(&config, Arc::clone(&tables)).context("starting the dataplane")?;
+    for (info, _) in dataplane.stats() {
+        tracing::info!(pair = %info.pair, queue = info.queue, mode = ?info.mode, cpu = ?info.cpu, "worker started");
+    }
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    tracing::info!(pairs = args.pairs.len(), generation = tables.generation(), "forwarding");
+
+    let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    let mut last_log = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        tables.reclaim();
+        if let Some(interval) = interval
+            && last_log.elapsed() >= interval
+        {
+            last_log = Instant::now();
+            for (info, s) in dataplane.stats() {
+                tracing::info!(pair = %info.pair, queue = info.queue, rx = s.rx_packets, tx = s.tx_packets,
+                    dropped = s.dropped_total(), "counters");
+            }
+        }
+    }
+    tracing::info!("stopping");
+    let report = dataplane.stop();
+    let summary = report_json(&report, &tables);
+    if let Some(path) = &args.stats_file {
+        let text = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, text).with_context(|| format!("writing stats file {}", path.display()))?;
+    }
+    for (info, s, exit) in &report.workers {
+        tracing::info!(pair = %info.pair, queue = info.queue, rx = s.rx_packets, tx = s.tx_packets,
+            dropped = s.dropped_total(), frames_in_use = exit.map(|e| e.census.user), "worker stopped");
+    }
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads every `*.acl` file of `dir` in name order into one table.
+pub fn load_rules(dir: &Path, default: Verdict) -> anyhow::Result<RuleTable> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading rule directory {}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    let mut rules = Vec::new();
+    let mut used = Vec::new();
+    for path in &files {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("acl") => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                rules.extend(moat_fastpath::classify::acl::parse(&text, &path.display().to_string())?);
+                used.push(path.display().to_string());
+            }
+            Some("yaml" | "yml" | "json") => tracing::warn!(
+                file = %path.display(),
+                "Kubernetes/Calico manifests are not enforced by this version of `moat run`; only *.acl rule files are"
+            ),
+            _ => {}
+        }
+    }
+    if used.is_empty() {
+        tracing::warn!(dir = %dir.display(), default = ?default, "no *.acl rule files: every IP packet gets the default verdict");
+    }
+    Ok(RuleTable::new(rules, default, used.join(", ")))
+}
+
+fn parse_failsafe(spec: Option<&str>) -> anyhow::Result<Vec<FailsafePort>> {
+    match spec {
+        None => Ok(FailsafePort::calico_defaults()),
+        Some("none") | Some("") => Ok(Vec::new()),
+        Some(list) => list
+            .split(',')
+            .map(|p| p.trim().parse::<FailsafePort>().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .and_then(|ports| {
+                if ports.len() > moat_bpf::MAX_FAILSAFE_PORTS {
+                    bail!("{} failsafe ports given, at most {} fit", ports.len(), moat_bpf::MAX_FAILSAFE_PORTS)
+                }
+                Ok(ports)
+            }),
+    }
+}
+
+/// The stats-file document: per worker counters and drop reasons (non-zero only), redirector counters.
+pub fn report_json(report: &DataplaneReport, tables: &TableHandle) -> Value {
+    let workers: Vec<Value> = report
+        .workers
+        .iter()
+        .map(|(info, s, exit)| {
+            let mut w = worker_json(s);
+            w["pair"] = json!(info.pair.to_string());
+            w["queue"] = json!(info.queue);
+            w["bind_mode"] = json!(match info.mode {
+                BindMode::ZeroCopy => "zero-copy",
+                BindMode::Copy => "copy",
+            });
+            if let Some(exit) = exit {
+                w["frames"] = json!({
+                    "free": exit.census.free, "in_use": exit.census.user,
+                    "fill": exit.census.fill, "tx": exit.census.tx,
+                    "refused_descriptors": exit.refused_descriptors,
+                });
+            }
+            w
+        })
+        .collect();
+    let redirectors: Vec<Value> = report
+        .redirectors
+        .iter()
+        .map(|(ifname, r)| {
+            json!({"interface": ifname, "redirected": r.redirected, "no_socket_dropped": r.no_socket_dropped,
+                   "no_socket_passed": r.no_socket_passed, "failsafe_passed": r.failsafe_passed})
+        })
+        .collect();
+    json!({"workers": workers, "redirectors": redirectors, "table": {"generation": tables.generation()}})
+}
+
+fn worker_json(s: &StatsSnapshot) -> Value {
+    let dropped: serde_json::Map<String, Value> =
+        s.dropped.iter().filter(|(_, n)| *n > 0).map(|(cause, n)| (cause.name().to_owned(), json!(n))).collect();
+    json!({
+        "rx": s.rx_packets, "tx": s.tx_packets, "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes,
+        "bridged_non_ip": s.bridged_non_ip, "dropped": dropped, "batches": s.batches,
+        "idle_waits": s.idle_waits, "table_generation": s.table_generation,
+    })
+}
