@@ -1,5 +1,7 @@
 //! Subcommands of the `moat` binary.
 
+pub mod bench;
+pub mod bench_forward;
 pub mod demo;
 pub mod pktgen;
 pub mod policy;
@@ -31,6 +33,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Transmit generated traffic from an AF_XDP socket (the kernel here has no pktgen module).
     Pktgen(pktgen::PktgenArgs),
+    /// Benchmarks: end-to-end forwarding, classification.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Offline policy tools: evaluate flows against manifests, explain verdicts.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -53,6 +58,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Pktgen(args) => pktgen::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Demo(args) => demo::run(args),
     }

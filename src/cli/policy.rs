@@ -5,9 +5,10 @@
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use moat_control::Evaluator;
 use moat_control::evaluate::FlowQuery;
+use moat_control::manifest::{LoadOptions, load_paths_with};
 use moat_control::model::Protocol;
-use moat_control::{Evaluator, load_paths};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,7 +32,8 @@ pub struct ManifestArgs {
     /// Manifest files or directories (YAML or JSON, multi-document, `List` kinds; recursive).
     #[arg(long, required = true, num_args = 1..)]
     pub manifests: Vec<PathBuf>,
-    /// Fail (exit 2) when any manifest object is invalid instead of evaluating without it.
+    /// Fail (exit 2) when any manifest object is invalid or has a field moat does not know,
+    /// instead of evaluating without the object (invalid) or the field (unknown: a warning).
     #[arg(long)]
     pub strict: bool,
 }
@@ -81,26 +83,47 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Load manifests and report every problem on stderr. `None` when `--strict` and not clean.
+///
+/// Errors, unknown-field warnings and resolution warnings are printed directly on stderr (not
+/// through the log filter): they are the answer to "why does my policy not do what I wrote".
 fn load(args: &ManifestArgs) -> anyhow::Result<Option<Evaluator>> {
     for p in &args.manifests {
         anyhow::ensure!(p.exists(), "manifest path {} does not exist", p.display());
     }
-    let report = load_paths(&args.manifests);
+    let options = if args.strict { LoadOptions::strict() } else { LoadOptions::default() };
+    let report = load_paths_with(&args.manifests, options);
     for e in &report.errors {
-        tracing::error!("{e}");
+        eprintln!("error: {e}");
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
     }
     for s in &report.skipped {
         tracing::info!("{s}");
     }
     if args.strict && !report.is_clean() {
-        tracing::error!("{} invalid manifest object(s); not evaluating (--strict)", report.errors.len());
+        eprintln!("error: {} manifest problem(s); not evaluating (--strict)", report.errors.len());
         return Ok(None);
+    }
+    if !report.errors.is_empty() {
+        eprintln!("warning: {} manifest object(s) left out; evaluating without them", report.errors.len());
+    }
+    if !report.warnings.is_empty() {
+        eprintln!(
+            "warning: {} unknown field(s) ignored; policy may be wider or narrower than written (--strict refuses)",
+            report.warnings.len()
+        );
     }
     let ev = Evaluator::new(&report.to_model());
     for w in &ev.resolved().warnings {
-        tracing::warn!("{w}");
+        eprintln!("warning: {w}");
     }
-    tracing::debug!(loaded = report.loaded.len(), errors = report.errors.len(), skipped = report.skipped.len());
+    tracing::debug!(
+        loaded = report.loaded.len(),
+        errors = report.errors.len(),
+        warnings = report.warnings.len(),
+        skipped = report.skipped.len()
+    );
     Ok(Some(ev))
 }
 

@@ -10,6 +10,7 @@
 //! classifier replaces it behind the same `classify` call.
 
 pub mod acl;
+pub mod engine;
 
 use arc_swap::{ArcSwap, Guard};
 use std::net::IpAddr;

@@ -131,7 +131,8 @@ impl Worker {
         self.drain()
     }
 
-    /// One pass over both directions; returns the number of frames received.
+    /// One pass over both directions; returns the number of frames received (plus one when transmissions
+    /// are still pending), zero when there was nothing to do.
     pub fn iteration(&mut self) -> u32 {
         let table = self.tables.load();
         self.stats.batch(table.generation());
@@ -147,7 +148,9 @@ impl Worker {
         self.a.reclaim_completed(pool, ring);
         self.b.reclaim_completed(pool, ring);
         self.refill();
-        moved
+        // Frames still waiting on a TX ring are work: kick them, and do not go to sleep on them.
+        let pending = self.a.flush_tx() + self.b.flush_tx();
+        moved + pending.min(1)
     }
 
     fn refill(&mut self) {

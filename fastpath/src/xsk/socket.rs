@@ -340,12 +340,22 @@ impl XskSocket {
         self.tx.write(n, libc::xdp_desc { addr, len, options: 0 });
     }
 
-    /// Publishes `n` TX descriptors and kicks the kernel if it asked for it (always, in copy mode).
+    /// Publishes `n` TX descriptors and kicks the kernel if it needs it (see [`flush_tx`](Self::flush_tx)).
     pub fn tx_submit(&mut self, n: u32) {
         self.tx.submit(n);
-        if self.tx.in_kernel() > 0 && (self.mode == BindMode::Copy || self.tx.needs_wakeup()) {
+        self.flush_tx();
+    }
+
+    /// Kicks the kernel while TX descriptors are pending and returns how many still are. In copy mode
+    /// every pending frame needs a `sendto`, and one call sends at most a kernel batch (32 frames), so
+    /// leftovers must be kicked again even when nothing new was queued; in zero-copy mode the driver
+    /// says when it needs a kick (`XDP_RING_NEED_WAKEUP`).
+    pub fn flush_tx(&mut self) -> u32 {
+        let pending = self.tx.in_kernel();
+        if pending > 0 && (self.mode == BindMode::Copy || self.tx.needs_wakeup()) {
             self.kick_tx();
         }
+        pending
     }
 
     /// Asks the kernel to process the TX ring. Transient errors (ring busy, no buffers, link down)

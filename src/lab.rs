@@ -1,1 +1,0 @@
-//! Network-namespace lab. (Being written.)
