@@ -23,6 +23,8 @@ static REDIRECT_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/redire
 pub const MAX_QUEUES: u32 = 256;
 /// Capacity of the failsafe port map (`MAX_FAILSAFE_PORTS` in the C source).
 pub const MAX_FAILSAFE_PORTS: usize = 64;
+/// IPv4 addresses per interface for which ARP goes to the kernel (`MAX_LOCAL_IPV4` in the C source).
+pub const MAX_LOCAL_IPV4: usize = 8;
 
 /// What the redirector does with a frame whose RX queue has no AF_XDP socket registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,6 +121,8 @@ pub struct RedirectorStats {
     pub no_socket_dropped: u64,
     pub no_socket_passed: u64,
     pub failsafe_passed: u64,
+    /// ARP for this host's own addresses, passed to the kernel with the failsafe ports.
+    pub local_arp_passed: u64,
 }
 
 /// Errors of loading, attaching and configuring the redirector.
@@ -154,6 +158,10 @@ struct ConfigValue {
     mac: [u8; 6],
     no_socket_action: u8,
     failsafe_enabled: u8,
+    local_ipv4_count: u8,
+    pad: [u8; 7],
+    /// Network byte order, as the frame carries them.
+    local_ipv4: [[u8; 4]; MAX_LOCAL_IPV4],
 }
 
 /// Layout of `struct failsafe_key` in the C source.
@@ -182,6 +190,7 @@ impl Redirector {
     pub fn attach(ifname: &str, config: &RedirectorConfig) -> Result<Redirector, BpfError> {
         let ifindex = interface_index(ifname)?;
         let mac = interface_mac(ifname)?;
+        let local = interface_ipv4(ifname);
         if config.failsafe.len() > MAX_FAILSAFE_PORTS {
             return Err(BpfError::TooManyFailsafePorts { count: config.failsafe.len() });
         }
@@ -198,6 +207,9 @@ impl Redirector {
                         NoSocketAction::Pass => 1,
                     },
                     failsafe_enabled: u8::from(!config.failsafe.is_empty()),
+                    local_ipv4_count: u8::try_from(local.len().min(MAX_LOCAL_IPV4)).unwrap_or(0),
+                    pad: [0; 7],
+                    local_ipv4: std::array::from_fn(|i| local.get(i).map_or([0; 4], |a| a.octets())),
                 };
                 map.update(&0u32.to_ne_bytes(), as_bytes(&value), MapFlags::ANY)
                     .map_err(|source| BpfError::Map { map: "config", source })?;
@@ -259,7 +271,7 @@ impl Redirector {
     /// The program's counters, summed over CPUs.
     pub fn stats(&self) -> Result<RedirectorStats, BpfError> {
         let map = self.object.maps().find(|m| m.name() == "stats").ok_or(BpfError::Missing("stats"))?;
-        let mut sums = [0u64; 4];
+        let mut sums = [0u64; 5];
         for (index, sum) in sums.iter_mut().enumerate() {
             let key = u32::try_from(index).map_err(|_| BpfError::Missing("stats index"))?;
             let per_cpu = map
@@ -271,8 +283,8 @@ impl Redirector {
                 .filter_map(|bytes| bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
                 .sum();
         }
-        let [redirected, no_socket_dropped, no_socket_passed, failsafe_passed] = sums;
-        Ok(RedirectorStats { redirected, no_socket_dropped, no_socket_passed, failsafe_passed })
+        let [redirected, no_socket_dropped, no_socket_passed, failsafe_passed, local_arp_passed] = sums;
+        Ok(RedirectorStats { redirected, no_socket_dropped, no_socket_passed, failsafe_passed, local_arp_passed })
     }
 
     fn xsks(&self) -> Result<libbpf_rs::Map<'_>, BpfError> {
@@ -289,8 +301,8 @@ impl Redirector {
 fn as_bytes<T: Copy>(value: &T) -> &[u8] {
     #[allow(unsafe_code)]
     // SAFETY: `T` is one of this module's `#[repr(C)]` structs of integer fields (`ConfigValue`,
-    // `FailsafeKey`) without padding bytes (6+1+1 and 1+1+2 bytes), so every byte is initialised; the
-    // slice borrows `value` and cannot outlive it.
+    // `FailsafeKey`) without padding bytes (6+1+1+1+7+32 and 1+1+2 bytes, explicit `pad` included), so
+    // every byte is initialised; the slice borrows `value` and cannot outlive it.
     unsafe {
         std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
     }
@@ -331,6 +343,15 @@ pub fn interface_index(ifname: &str) -> Result<u32, BpfError> {
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if index == 0 { Err(BpfError::NoSuchInterface(ifname.to_owned())) } else { Ok(index) }
+}
+
+/// The interface's IPv4 addresses (read once at attach: the failsafe path answers ARP for them).
+pub fn interface_ipv4(ifname: &str) -> Vec<std::net::Ipv4Addr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter(|a| a.interface_name == ifname)
+        .filter_map(|a| a.address.and_then(|addr| addr.as_sockaddr_in().map(|sin| sin.ip())))
+        .collect()
 }
 
 /// The interface's MAC address, from sysfs.
@@ -378,7 +399,7 @@ mod tests {
 
     #[test]
     fn map_layouts_match_the_c_structs() {
-        assert_eq!(std::mem::size_of::<ConfigValue>(), 8);
+        assert_eq!(std::mem::size_of::<ConfigValue>(), 48);
         assert_eq!(std::mem::size_of::<FailsafeKey>(), 4);
     }
 

@@ -11,6 +11,8 @@
 //     stack (XDP_PASS), so the node stays manageable whatever the policy and whether or not moat's
 //     workers are alive. Frames for other MACs (the traffic moat forwards in wire mode) never take
 //     this path: failsafe protects the node, it does not open holes through the firewall.
+//     ARP that concerns this host — a request for one of its IPv4 addresses, or anything unicast to its
+//     MAC — also goes to the kernel, or nobody could resolve the node's address to reach those ports.
 //  2. No socket: when no AF_XDP socket is registered for the RX queue (moat not started yet, worker
 //     restarting), the frame is dropped (fail closed, the default) or passed to the kernel (fail
 //     open), as `config.no_socket_action` says.
@@ -28,9 +30,11 @@
 
 #define MAX_QUEUES 256
 #define MAX_FAILSAFE_PORTS 64
+#define MAX_LOCAL_IPV4 8
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_8021AD_ 0x88A8
+#define ETH_P_ARP_ 0x0806
 
 // Values of moat_config.no_socket_action.
 #define NO_SOCKET_DROP 0
@@ -46,13 +50,17 @@ enum stat {
 	STAT_NO_SOCKET_DROPPED = 1,
 	STAT_NO_SOCKET_PASSED = 2,
 	STAT_FAILSAFE_PASSED = 3,
-	STAT_COUNT = 4,
+	STAT_LOCAL_ARP_PASSED = 4,
+	STAT_COUNT = 5,
 };
 
 struct moat_config {
 	__u8 mac[ETH_ALEN];       // this interface's MAC: only frames addressed to it are failsafe candidates
 	__u8 no_socket_action;    // NO_SOCKET_DROP | NO_SOCKET_PASS
 	__u8 failsafe_enabled;    // 0: skip the failsafe lookup entirely
+	__u8 local_ipv4_count;    // valid entries of local_ipv4
+	__u8 pad[7];
+	__be32 local_ipv4[MAX_LOCAL_IPV4]; // this interface's IPv4 addresses (network byte order)
 };
 
 struct failsafe_key {
@@ -107,15 +115,40 @@ static __always_inline int port_listed(__u8 protocol, __u8 direction, __u16 port
 	return bpf_map_lookup_elem(&failsafe_ports, &key) != NULL;
 }
 
-// True when the frame is TCP/UDP to this host on a failsafe port. Unparseable or non-matching frames
-// return false and take the normal path, where userspace accounts for them.
+// Ethernet/IPv4 ARP body after the 8-byte fixed header (RFC 826 with hlen 6, plen 4).
+struct arp_ipv4 {
+	__u8 sender_mac[ETH_ALEN];
+	__be32 sender_ip;
+	__u8 target_mac[ETH_ALEN];
+	__be32 target_ip;
+} __attribute__((packed));
+
+// True when an ARP frame concerns this host: unicast to its MAC, or asking for one of its addresses.
+static __always_inline int is_local_arp(void *cursor, void *data_end, int to_our_mac, const struct moat_config *cfg)
+{
+	if (to_our_mac)
+		return 1;
+	// 8 bytes of htype/ptype/hlen/plen/op, then the IPv4 body.
+	struct arp_ipv4 *body = cursor + 8;
+	if ((void *)(body + 1) > data_end)
+		return 0;
+	__be32 target = body->target_ip;
+#pragma unroll
+	for (int i = 0; i < MAX_LOCAL_IPV4; i++) {
+		if (i < cfg->local_ipv4_count && cfg->local_ipv4[i] == target)
+			return 1;
+	}
+	return 0;
+}
+
+// 1 when the frame is TCP/UDP to this host on a failsafe port, 2 when it is ARP for this host, else 0.
+// Unparseable or non-matching frames return 0 and take the normal path, where userspace accounts for them.
 static __always_inline int is_failsafe(void *data, void *data_end, const struct moat_config *cfg)
 {
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return 0;
-	if (!mac_equal(eth->h_dest, cfg->mac))
-		return 0;
+	int to_our_mac = mac_equal(eth->h_dest, cfg->mac);
 
 	void *cursor = eth + 1;
 	__u16 proto = eth->h_proto;
@@ -129,6 +162,11 @@ static __always_inline int is_failsafe(void *data, void *data_end, const struct 
 		proto = *(__u16 *)(cursor + 2);
 		cursor += 4;
 	}
+
+	if (proto == bpf_htons(ETH_P_ARP_))
+		return is_local_arp(cursor, data_end, to_our_mac, cfg) ? 2 : 0;
+	if (!to_our_mac)
+		return 0;
 
 	__u8 l4proto;
 	if (proto == bpf_htons(ETH_P_IP)) {
@@ -175,9 +213,12 @@ int moat_redirect(struct xdp_md *ctx)
 
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	if (cfg->failsafe_enabled && is_failsafe(data, data_end, cfg)) {
-		count(STAT_FAILSAFE_PASSED);
-		return XDP_PASS;
+	if (cfg->failsafe_enabled) {
+		int failsafe = is_failsafe(data, data_end, cfg);
+		if (failsafe) {
+			count(failsafe == 2 ? STAT_LOCAL_ARP_PASSED : STAT_FAILSAFE_PASSED);
+			return XDP_PASS;
+		}
 	}
 
 	__u32 queue = ctx->rx_queue_index;

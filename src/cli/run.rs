@@ -257,7 +257,8 @@ pub fn report_json(report: &DataplaneReport, tables: &TableHandle) -> Value {
         .iter()
         .map(|(ifname, r)| {
             json!({"interface": ifname, "redirected": r.redirected, "no_socket_dropped": r.no_socket_dropped,
-                   "no_socket_passed": r.no_socket_passed, "failsafe_passed": r.failsafe_passed})
+                   "no_socket_passed": r.no_socket_passed, "failsafe_passed": r.failsafe_passed,
+                   "local_arp_passed": r.local_arp_passed})
         })
         .collect();
     json!({"workers": workers, "redirectors": redirectors, "table": {"generation": tables.generation()}})

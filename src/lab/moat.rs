@@ -255,6 +255,9 @@ impl Drop for MoatProcess {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct MoatStats {
     pub workers: Vec<WorkerStats>,
+    /// The whole document (frame census, redirector counters, …) for checks beyond the typed fields.
+    #[serde(skip)]
+    pub raw: serde_json::Value,
 }
 
 /// Counters of one worker (one interface pair and queue).
@@ -278,7 +281,9 @@ impl WorkerStats {
 
 impl MoatStats {
     pub fn parse(json: &str) -> Result<Self> {
-        Ok(serde_json::from_str(json)?)
+        let mut stats: MoatStats = serde_json::from_str(json)?;
+        stats.raw = serde_json::from_str(json)?;
+        Ok(stats)
     }
 
     pub fn rx(&self) -> u64 {
