@@ -71,6 +71,8 @@ fn crash_and_stop_leave_nothing_attached_and_restart_works() {
         assert_eq!(frames["refused_descriptors"], 0, "kernel returned foreign frames: {worker}");
         let total = ["free", "in_use", "fill", "tx"].iter().map(|k| frames[k].as_u64().unwrap()).sum::<u64>();
         assert_eq!(total, 8192, "frame census does not add up: {worker}");
+        // Between exchanges the worker had nothing to do: it must have slept in poll(2), not spun.
+        assert!(worker["idle_waits"].as_u64().unwrap_or(0) > 0, "worker never slept: {worker}");
     }
 }
 
