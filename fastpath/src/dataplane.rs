@@ -112,6 +112,8 @@ impl std::fmt::Debug for Dataplane {
 pub struct DataplaneReport {
     pub workers: Vec<(WorkerInfo, StatsSnapshot, Option<WorkerExit>)>,
     pub redirectors: Vec<(String, RedirectorStats)>,
+    /// Kernel counters of each worker's sockets (side A, side B), read just before stopping.
+    pub sockets: Vec<(WorkerInfo, [Option<SocketStats>; 2])>,
 }
 
 impl Dataplane {
@@ -196,6 +198,7 @@ impl Dataplane {
 
     fn shutdown(&mut self) -> DataplaneReport {
         let redirectors = self.redirector_stats();
+        let sockets = self.socket_stats();
         self.stop.store(true, Ordering::Relaxed);
         let mut workers = Vec::new();
         for worker in self.workers.drain(..) {
@@ -212,7 +215,7 @@ impl Dataplane {
         }
         self.socket_fds.clear();
         self.redirectors.clear();
-        DataplaneReport { workers, redirectors }
+        DataplaneReport { workers, redirectors, sockets }
     }
 }
 

@@ -242,6 +242,15 @@ pub fn report_json(report: &DataplaneReport, tables: &TableHandle) -> Value {
                 BindMode::ZeroCopy => "zero-copy",
                 BindMode::Copy => "copy",
             });
+            if let Some((_, sides)) = report.sockets.iter().find(|(i, _)| i == info) {
+                let side = |s: &Option<moat_fastpath::xsk::SocketStats>| match s {
+                    Some(s) => json!({"rx_dropped": s.rx_dropped, "rx_ring_full": s.rx_ring_full,
+                        "rx_fill_ring_empty": s.rx_fill_ring_empty, "rx_invalid_descs": s.rx_invalid_descs,
+                        "tx_invalid_descs": s.tx_invalid_descs}),
+                    None => Value::Null,
+                };
+                w["kernel"] = json!({"a": side(&sides[0]), "b": side(&sides[1])});
+            }
             if let Some(exit) = exit {
                 w["frames"] = json!({
                     "free": exit.census.free, "in_use": exit.census.user,

@@ -85,6 +85,8 @@ pub struct Worker {
     tables: Arc<TableHandle>,
     stats: Arc<WorkerStats>,
     config: WorkerConfig,
+    /// TX descriptors pending after the previous iteration (to tell progress from a stuck link).
+    last_pending_tx: u32,
 }
 
 impl Worker {
@@ -98,7 +100,7 @@ impl Worker {
         stats: Arc<WorkerStats>,
         config: WorkerConfig,
     ) -> Worker {
-        let mut worker = Worker { a, b, umem, tables, stats, config };
+        let mut worker = Worker { a, b, umem, tables, stats, config, last_pending_tx: 0 };
         worker.refill();
         worker
     }
@@ -148,9 +150,13 @@ impl Worker {
         self.a.reclaim_completed(pool, ring);
         self.b.reclaim_completed(pool, ring);
         self.refill();
-        // Frames still waiting on a TX ring are work: kick them, and do not go to sleep on them.
+        // Frames still waiting on a TX ring are work: kick them, and do not go to sleep on them — as
+        // long as the kernel takes them. When it does not (peer link down), the worker may sleep; the
+        // next iteration kicks again.
         let pending = self.a.flush_tx() + self.b.flush_tx();
-        moved + pending.min(1)
+        let progressing = pending > 0 && pending != self.last_pending_tx;
+        self.last_pending_tx = pending;
+        moved + u32::from(progressing)
     }
 
     fn refill(&mut self) {
