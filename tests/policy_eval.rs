@@ -133,3 +133,60 @@ fn explain_prints_a_readable_account() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown pod nope/nope"));
 }
+
+#[test]
+fn unknown_fields_are_warned_about_and_refused_under_strict() {
+    let dir = std::env::temp_dir().join(format!("moat-policy-unknown-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let typo = dir.join("typo.yaml");
+    // `egres` is a typo: the policy loads without it (and so allows all egress), with a warning.
+    std::fs::write(
+        &typo,
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: lockdown}\nspec:\n  selector: app == 'web'\n  types: [Ingress]\n  egres:\n  - action: Deny\n",
+    )
+    .unwrap();
+    let (lines, stderr, code) = eval_lines(
+        &[examples().join("cluster.yaml"), typo.clone()],
+        r#"{"src": "frontend/web", "dst": "backend/api", "protocol": "TCP", "dst_port": 9000}"#,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(lines.len(), 1);
+    assert!(
+        stderr.contains("typo.yaml (document 1): GlobalNetworkPolicy lockdown: spec.egres: unknown field, ignored"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 unknown field(s) ignored"), "{stderr}");
+    // --strict: an error, nothing evaluated.
+    let out = moat()
+        .args(["policy", "eval", "--strict", "--flows", "/dev/null", "--manifests"])
+        .arg(examples().join("cluster.yaml"))
+        .arg(&typo)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error: ") && stderr.contains("spec.egres: unknown field"), "{stderr}");
+    assert!(stderr.contains("not evaluating (--strict)"), "{stderr}");
+    // explain prints the same warnings.
+    let out = moat()
+        .args(["policy", "explain", "--manifests"])
+        .arg(examples().join("cluster.yaml"))
+        .arg(&typo)
+        .args(["--from", "frontend/web", "--to", "backend/api", "--port", "9000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.egres: unknown field"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn example_manifests_load_clean_under_strict() {
+    let out = moat()
+        .args(["policy", "eval", "--strict", "--flows", "/dev/null", "--manifests"])
+        .arg(examples())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

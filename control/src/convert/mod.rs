@@ -135,6 +135,7 @@ pub fn k8s_policy_to_calico(np: &K8sNetworkPolicy) -> Result<ConvertedPolicy, St
             types: Some(types),
             ingress,
             egress,
+            staged_action: np.spec.staged_action,
             ..PolicySpec::default()
         },
         error: if bad.is_empty() {
@@ -290,35 +291,37 @@ fn k8s_rule_to_calico(r: &NetworkPolicyRule, _ns: &str, dir: Direction) -> Resul
 
 /// `SimplifyPorts`: the fewest ranges covering the numeric ports, named ports first (in input
 /// order). Inputs of at most one numeric port come back unchanged.
+///
+/// Upstream expands every range into a set of port numbers; merging sorted ranges gives the same
+/// result without 65,536 entries per `1:65535` (a manifest can repeat such ranges many times).
 pub fn simplify_ports(ports: Vec<Port>) -> Vec<Port> {
     if ports.len() <= 1 {
         return ports;
     }
     let mut out = Vec::new();
-    let mut numeric: Vec<u32> = Vec::new();
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
     for p in &ports {
         match p {
             Port::Named(_) => out.push(p.clone()),
-            Port::Range { min, max } => numeric.extend(u32::from(*min)..=u32::from(*max)),
+            Port::Range { min, max } => ranges.push((*min, *max)),
         }
     }
-    if numeric.len() <= 1 {
+    if ranges.len() == 1 && ranges[0].0 == ranges[0].1 {
         return ports;
     }
-    numeric.sort_unstable();
-    let mut i = 0;
-    while i < numeric.len() {
-        let first = numeric[i];
-        let mut last = first;
-        i += 1;
-        while i < numeric.len() && numeric[i] <= last + 1 {
-            last = numeric[i];
-            i += 1;
-        }
-        // Both came from u16 ports, so they fit.
-        let (min, max) = (u16::try_from(first).unwrap_or(u16::MAX), u16::try_from(last).unwrap_or(u16::MAX));
-        out.push(Port::Range { min, max });
+    if ranges.is_empty() {
+        return out;
     }
+    ranges.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
+    for (min, max) in ranges {
+        match merged.last_mut() {
+            // Overlapping or adjacent (`last + 1 >= min`, in u32 so 65535 + 1 cannot overflow).
+            Some(last) if u32::from(last.1) + 1 >= u32::from(min) => last.1 = last.1.max(max),
+            _ => merged.push((min, max)),
+        }
+    }
+    out.extend(merged.into_iter().map(|(min, max)| Port::Range { min, max }));
     out
 }
 

@@ -173,3 +173,23 @@ proptest! {
         prop_assert!(c.spec.ingress.iter().all(|r| r.action == Action::Allow));
     }
 }
+
+#[test]
+fn simplify_ports_merges_ranges_without_expanding_them() {
+    // 10,000 copies of the full range used to expand into 655 million port numbers.
+    let full = Port::Range { min: 1, max: 65535 };
+    let out = simplify_ports(vec![full.clone(); 10_000]);
+    assert_eq!(out, [full]);
+    let out = simplify_ports(vec![
+        Port::Range { min: 65535, max: 65535 },
+        Port::Named("http".into()),
+        Port::Range { min: 0, max: 10 },
+        Port::Range { min: 11, max: 20 },
+        Port::Range { min: 5, max: 7 },
+        Port::Range { min: 65000, max: 65534 },
+    ]);
+    assert_eq!(
+        out,
+        [Port::Named("http".into()), Port::Range { min: 0, max: 20 }, Port::Range { min: 65000, max: 65535 }]
+    );
+}

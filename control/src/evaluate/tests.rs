@@ -40,6 +40,7 @@ fn ev(extra: &str) -> Evaluator {
     let text = format!("{BASE}\n---\n{extra}");
     let r = load_str(&text, Path::new("test.yaml"));
     assert!(r.errors.is_empty(), "{:?}", r.errors.iter().map(ToString::to_string).collect::<Vec<_>>());
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings.iter().map(ToString::to_string).collect::<Vec<_>>());
     Evaluator::new(&r.to_model())
 }
 
@@ -342,6 +343,28 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
     assert_eq!(ing(&r), ["0|default|a/knp.default.np|allow|0"]);
     let staged: Vec<String> = r.ingress.as_ref().unwrap().staged.iter().map(ToString::to_string).collect();
     assert_eq!(staged, ["0|default|a/staged:knp.default.np|deny|-1"]);
+}
+
+#[test]
+fn staged_kubernetes_policy_delete_removes_the_enforced_one_in_the_staged_trace() {
+    // Regression: `stagedAction: Delete` of a StagedKubernetesNetworkPolicy used to be dropped
+    // by the loader, so the staged trace showed a replacement instead of a deletion.
+    let e = ev(r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np, namespace: a}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {name: np, namespace: a}
+spec: {podSelector: {}, policyTypes: [Ingress], stagedAction: Delete}
+"#);
+    let r = flow(&e, "a/p1", "a/p2", "TCP", 1);
+    assert!(!allowed(&r), "the enforced policy isolates");
+    assert_eq!(ing(&r), ["0|default|a/knp.default.np|deny|-1"]);
+    let staged: Vec<String> = r.ingress.as_ref().unwrap().staged.iter().map(ToString::to_string).collect();
+    assert_eq!(staged, ["0|__PROFILE__|__PROFILE__.kns.a|allow|0"], "without it, the profile allows");
 }
 
 #[test]

@@ -5,6 +5,15 @@
 //! (`spec.ingress[1].source.selector`) and left out, and everything else still loads. Kinds
 //! moat does not use (Deployments, Services, ConfigMaps …) are reported as skipped.
 //!
+//! Nothing is dropped without a word. A field moat does not know (`egres:`, `namespaceSelectr:`)
+//! is a [`ManifestWarning::UnknownField`] naming file, document, object and field path, and the
+//! object loads without it; with [`UnknownFields::Reject`] it is an error and the object is left
+//! out, as `kubectl apply --validate=strict` would. Fields that Kubernetes or Calico define but
+//! that do not bear on policy (`metadata.managedFields`, a Pod's `volumes` and `status`, …) are
+//! accepted silently, so `kubectl get -o yaml` output loads clean (`fields.rs` lists them).
+//! Documents are read as Kubernetes reads them (`document.rs`): a duplicate key is an error
+//! rather than "last wins", and `<<` merge keys merge.
+//!
 //! Defaults applied here are the ones the Kubernetes API server would have applied before
 //! Calico ever saw the object: a namespaced object without namespace lands in `default`, a
 //! namespace gets its `kubernetes.io/metadata.name` label, a pod without service account runs
@@ -17,10 +26,16 @@ use crate::model::{
     ServiceAccount, Tier, TierSpec,
 };
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+mod document;
+pub(crate) mod fields;
+
+use fields::Section;
 
 /// Where a document came from: file and 1-based document index within it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +61,11 @@ pub struct ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.kind.is_empty() { "object" } else { &self.kind };
+        let name = if self.name.is_empty() { "(unnamed)" } else { &self.name };
         match &self.namespace {
-            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
-            None => write!(f, "{} {}", self.kind, self.name),
+            Some(ns) => write!(f, "{kind} {ns}/{name}"),
+            None => write!(f, "{kind} {name}"),
         }
     }
 }
@@ -69,6 +86,41 @@ pub enum ManifestError {
     NotAnObject { origin: Origin, message: String },
     #[error("{origin}: {object}: {field}: {message}")]
     Invalid { origin: Origin, object: ObjectRef, field: String, message: String },
+    /// A field moat does not know, under [`UnknownFields::Reject`]; the object is left out.
+    #[error("{origin}: {object}: {field}: unknown field")]
+    UnknownField { origin: Origin, object: ObjectRef, field: String },
+}
+
+/// Something loaded, but not exactly as written: worth a person's attention.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestWarning {
+    /// A field moat does not know (a typo, or a field of a newer API version). The object was
+    /// loaded without it, which may make the policy wider or narrower than intended.
+    #[error("{origin}: {object}: {field}: unknown field, ignored")]
+    UnknownField { origin: Origin, object: ObjectRef, field: String },
+}
+
+/// What to do with fields moat does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnknownFields {
+    /// Load the object without them and report each as a [`ManifestWarning`].
+    #[default]
+    Warn,
+    /// Report each as a [`ManifestError`] and leave the object out.
+    Reject,
+}
+
+/// How manifests are loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub unknown_fields: UnknownFields,
+}
+
+impl LoadOptions {
+    /// Unknown fields are errors.
+    pub fn strict() -> LoadOptions {
+        LoadOptions { unknown_fields: UnknownFields::Reject }
+    }
 }
 
 /// A document of a kind moat does not use.
@@ -92,11 +144,12 @@ pub struct Loaded {
     pub resource: Resource,
 }
 
-/// Everything a load produced: resources in file order, errors and skipped kinds.
+/// Everything a load produced: resources in file order, errors, warnings and skipped kinds.
 #[derive(Debug, Default)]
 pub struct LoadReport {
     pub loaded: Vec<Loaded>,
     pub errors: Vec<ManifestError>,
+    pub warnings: Vec<ManifestWarning>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -110,21 +163,28 @@ impl LoadReport {
         m
     }
 
+    /// No errors (warnings and skipped kinds allowed).
     pub fn is_clean(&self) -> bool {
         self.errors.is_empty()
     }
 }
 
-/// Load files and directories (recursively; `.yaml`, `.yml` and `.json` files, in name order).
+/// Load files and directories (recursively; `.yaml`, `.yml` and `.json` files, in name order),
+/// warning about unknown fields.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> LoadReport {
+    load_paths_with(paths, LoadOptions::default())
+}
+
+/// [`load_paths`] with options.
+pub fn load_paths_with<P: AsRef<Path>>(paths: &[P], options: LoadOptions) -> LoadReport {
     let mut report = LoadReport::default();
     for p in paths {
-        load_path(p.as_ref(), &mut report);
+        load_path(p.as_ref(), options, &mut report);
     }
     report
 }
 
-fn load_path(path: &Path, report: &mut LoadReport) {
+fn load_path(path: &Path, options: LoadOptions, report: &mut LoadReport) {
     if path.is_dir() {
         let entries = match std::fs::read_dir(path) {
             Ok(e) => e,
@@ -143,30 +203,42 @@ fn load_path(path: &Path, report: &mut LoadReport) {
                 continue;
             }
             if c.is_dir() || is_manifest {
-                load_path(&c, report);
+                load_path(&c, options, report);
             }
         }
         return;
     }
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str_into(&text, path, report),
+        Ok(text) => load_str_into(&text, path, options, report),
         Err(source) => report.errors.push(ManifestError::Io { path: path.to_path_buf(), source }),
     }
 }
 
 /// Load manifests from a string; `file` is only used in messages.
 pub fn load_str(text: &str, file: &Path) -> LoadReport {
+    load_str_with(text, file, LoadOptions::default())
+}
+
+/// [`load_str`] with options.
+pub fn load_str_with(text: &str, file: &Path, options: LoadOptions) -> LoadReport {
     let mut report = LoadReport::default();
-    load_str_into(text, file, &mut report);
+    load_str_into(text, file, options, &mut report);
     report
 }
 
-fn load_str_into(text: &str, file: &Path, report: &mut LoadReport) {
+fn load_str_into(text: &str, file: &Path, options: LoadOptions, report: &mut LoadReport) {
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let origin = Origin { file: file.to_path_buf(), document: i + 1 };
-        match Value::deserialize(doc) {
+        let refusal = RefCell::new(None);
+        match document::DocumentSeed::new(&refusal).deserialize(doc) {
+            // Content refused (a duplicate key, a tag): this document is out, the next one is
+            // still readable.
+            Ok(_) if refusal.borrow().is_some() => {
+                let message = refusal.into_inner().map(|r| r.to_string()).unwrap_or_default();
+                report.errors.push(ManifestError::Syntax { origin, message });
+            }
             Ok(Value::Null) => {}
-            Ok(v) => load_value(v, &origin, report),
+            Ok(v) => load_value_with(v, &origin, options, report),
             Err(e) => {
                 report.errors.push(ManifestError::Syntax { origin, message: e.to_string() });
                 // The YAML stream cannot be resumed after a syntax error.
@@ -176,8 +248,13 @@ fn load_str_into(text: &str, file: &Path, report: &mut LoadReport) {
     }
 }
 
-/// Load one decoded document (an object or a `List`).
+/// Load one decoded document (an object or a `List`), warning about unknown fields.
 pub fn load_value(v: Value, origin: &Origin, report: &mut LoadReport) {
+    load_value_with(v, origin, LoadOptions::default(), report)
+}
+
+/// [`load_value`] with options.
+pub fn load_value_with(v: Value, origin: &Origin, options: LoadOptions, report: &mut LoadReport) {
     let Value::Object(mut obj) = v else {
         report.errors.push(ManifestError::NotAnObject {
             origin: origin.clone(),
@@ -187,30 +264,77 @@ pub fn load_value(v: Value, origin: &Origin, report: &mut LoadReport) {
     };
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
     if kind == "List" || (kind.ends_with("List") && obj.contains_key("items")) {
-        if let Some(Value::Array(items)) = obj.remove("items") {
-            for item in items {
-                load_value(item, origin, report);
+        let list = ObjectRef {
+            api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
+            kind,
+            namespace: None,
+            name: String::new(),
+        };
+        let unknown: Vec<String> = obj
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "items"))
+            .cloned()
+            .collect();
+        report_unknown(&unknown, origin, &list, options, report);
+        let bad_items = |message: &str| ManifestError::Invalid {
+            origin: origin.clone(),
+            object: list.clone(),
+            field: "items".into(),
+            message: message.into(),
+        };
+        match obj.remove("items") {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    load_value_with(item, origin, options, report);
+                }
             }
+            // `items:` with nothing after it: an empty list.
+            Some(Value::Null) => {}
+            // `kind: List` without `items` (a typo such as `itmes:`) would load nothing.
+            None => report.errors.push(bad_items("a List needs items")),
+            Some(_) => report.errors.push(bad_items("expected a list of objects")),
         }
         return;
     }
-    match decode_object(Value::Object(obj)) {
-        Ok(Decoded::Resource(object, resource)) => {
+    let mut unknown = Vec::new();
+    let decoded = decode_object(Value::Object(obj), &mut unknown);
+    let object = match &decoded {
+        Ok(Decoded::Resource(object, _) | Decoded::Unknown(object)) | Err((object, _, _)) => object.clone(),
+    };
+    let reject = options.unknown_fields == UnknownFields::Reject && !unknown.is_empty();
+    match decoded {
+        Ok(Decoded::Resource(object, resource)) if !reject => {
             report.loaded.push(Loaded { origin: origin.clone(), object, resource: *resource })
         }
+        Ok(Decoded::Resource(..)) => {}
         Ok(Decoded::Unknown(object)) => report.skipped.push(Skipped { origin: origin.clone(), object }),
         Err((object, field, message)) => {
             report.errors.push(ManifestError::Invalid { origin: origin.clone(), object, field, message })
         }
     }
+    report_unknown(&unknown, origin, &object, options, report);
 }
 
+fn report_unknown(
+    fields: &[String],
+    origin: &Origin,
+    object: &ObjectRef,
+    options: LoadOptions,
+    report: &mut LoadReport,
+) {
+    for field in fields {
+        let (origin, object, field) = (origin.clone(), object.clone(), field.clone());
+        match options.unknown_fields {
+            UnknownFields::Warn => report.warnings.push(ManifestWarning::UnknownField { origin, object, field }),
+            UnknownFields::Reject => report.errors.push(ManifestError::UnknownField { origin, object, field }),
+        }
+    }
+}
+
+/// `metadata`: what moat reads; the rest of ObjectMeta is listed in `fields.rs`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Metadata {
-    /// Accepted and ignored: annotations, uid, resourceVersion, …
-    #[serde(flatten)]
-    _rest: serde_json::Map<String, Value>,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -231,21 +355,59 @@ fn is_calico(api_version: &str) -> bool {
     matches!(api_version, "projectcalico.org/v3" | "crd.projectcalico.org/v1")
 }
 
+/// Where and how an object's typed sections are decoded: unknown fields are collected (with
+/// their full path) into `unknown`, errors come back with their full path.
+struct Decoder<'a> {
+    calico: bool,
+    kind: &'a str,
+    unknown: &'a mut Vec<String>,
+}
+
+impl Decoder<'_> {
+    /// Decode one section (`metadata`, `spec`, `status`) of the object.
+    fn section<T: DeserializeOwned>(&mut self, section: Section, v: Value) -> Result<T, (String, String)> {
+        let name = match section {
+            Section::Metadata => "metadata",
+            Section::Spec => "spec",
+            Section::Status => "status",
+        };
+        let (calico, kind) = (self.calico, self.kind);
+        let mut ignored = Vec::new();
+        let mut track = serde_path_to_error::Track::new();
+        let result = serde_ignored::deserialize(serde_path_to_error::Deserializer::new(v, &mut track), |p| {
+            let path = fields::segments(&p);
+            if !fields::is_unread_upstream_field(calico, kind, section, &path) {
+                ignored.push(format!("{name}{}", fields::render(&path)));
+            }
+        });
+        // Unknown fields seen before a decoding error are reported too.
+        self.unknown.append(&mut ignored);
+        result.map_err(|e| {
+            let path = track.path().to_string();
+            let path = if path == "." {
+                String::new()
+            } else if path.starts_with('[') {
+                path
+            } else {
+                format!(".{path}")
+            };
+            (format!("{name}{path}"), e.to_string())
+        })
+    }
+
+    /// Report the keys of an untyped map that are not in `known`.
+    fn keys(&mut self, at: &str, map: &serde_json::Map<String, Value>, known: &[&str]) {
+        self.unknown.extend(map.keys().filter(|k| !known.contains(&k.as_str())).map(|k| format!("{at}{k}")));
+    }
+}
+
 // Decoding runs once per manifest object, far from any hot path: a large error is fine.
 #[allow(clippy::result_large_err)]
-fn decode_object(v: Value) -> Result<Decoded, DecodeError> {
+fn decode_object(v: Value, unknown: &mut Vec<String>) -> Result<Decoded, DecodeError> {
     let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
     let mut object =
         ObjectRef { api_version: api_version.clone(), kind: kind.clone(), namespace: None, name: String::new() };
-    let meta: Metadata = match v.get("metadata") {
-        Some(m) => decode(m.clone()).map_err(|(f, msg)| (object.clone(), format!("metadata{f}"), msg))?,
-        None => Metadata::default(),
-    };
-    object.name = meta.name.clone();
-    if api_version.is_empty() || kind.is_empty() {
-        return Err((object, "apiVersion/kind".into(), "missing apiVersion or kind".into()));
-    }
     let namespaced = matches!(
         kind.as_str(),
         "Pod"
@@ -273,12 +435,33 @@ fn decode_object(v: Value) -> Result<Decoded, DecodeError> {
         ),
         _ => false,
     };
+    if !known {
+        // Kinds moat does not read are skipped whole: their fields are not moat's business.
+        if let Some(meta) = v.get("metadata") {
+            object.name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            object.namespace = meta.get("namespace").and_then(Value::as_str).map(str::to_string);
+        }
+        if api_version.is_empty() || kind.is_empty() {
+            return Err((object, "apiVersion/kind".into(), "missing apiVersion or kind".into()));
+        }
+        return Ok(Decoded::Unknown(object));
+    }
+    let mut d = Decoder { calico: is_calico(&api_version), kind: &kind, unknown };
+    if let Value::Object(top) = &v {
+        let extra = fields::top_level_fields(&kind);
+        d.unknown.extend(
+            top.keys()
+                .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") && !extra.contains(&k.as_str()))
+                .cloned(),
+        );
+    }
+    let meta: Metadata = match v.get("metadata") {
+        Some(m) => d.section(Section::Metadata, m.clone()).map_err(|(f, msg)| (object.clone(), f, msg))?,
+        None => Metadata::default(),
+    };
+    object.name = meta.name.clone();
     if namespaced {
         object.namespace = Some(meta.namespace.clone().unwrap_or_else(|| "default".to_string()));
-    }
-    if !known {
-        object.namespace = meta.namespace.clone();
-        return Ok(Decoded::Unknown(object));
     }
     if meta.name.is_empty() {
         return Err((object, "metadata.name".into(), "missing name".into()));
@@ -287,34 +470,41 @@ fn decode_object(v: Value) -> Result<Decoded, DecodeError> {
     let name = meta.name.clone();
     let labels = meta.labels.clone().unwrap_or_default();
     let spec = v.get("spec").cloned().unwrap_or(Value::Object(Default::default()));
-    let err = |o: &ObjectRef| {
+    let o = object.clone();
+    let at = move |(f, m): (String, String)| (o.clone(), f, m);
+    let at_spec = |o: &ObjectRef| {
         let o = o.clone();
         move |(f, m): (String, String)| (o, format!("spec{f}"), m)
     };
 
     let resource = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Namespace") => Resource::Namespace(Namespace::new(&name, labels)),
+        ("v1", "Namespace") => {
+            if let Value::Object(s) = &spec {
+                d.keys("spec.", s, fields::NAMESPACE_SPEC);
+            }
+            Resource::Namespace(Namespace::new(&name, labels))
+        }
         ("v1", "ServiceAccount") => Resource::ServiceAccount(ServiceAccount { namespace: ns, name, labels }),
         ("v1", "Pod") => {
-            let spec: PodSpec = decode(spec).map_err(err(&object))?;
+            let spec: PodSpec = d.section(Section::Spec, spec).map_err(&at)?;
             let status: PodStatus = match v.get("status") {
-                Some(s) => decode(s.clone()).map_err(|(f, m)| (object.clone(), format!("status{f}"), m))?,
+                Some(s) => d.section(Section::Status, s.clone()).map_err(&at)?,
                 None => PodStatus::default(),
             };
-            Resource::Pod(pod_from(ns, name, labels, spec, status).map_err(|(f, m)| (object.clone(), f, m))?)
+            Resource::Pod(pod_from(ns, name, labels, spec, status).map_err(&at)?)
         }
         ("networking.k8s.io/v1", "NetworkPolicy") => {
-            let spec: NetworkPolicySpec = decode(spec).map_err(err(&object))?;
-            validate_k8s_policy(&spec).map_err(|(f, m)| (object.clone(), format!("spec{f}"), m))?;
+            let mut spec: NetworkPolicySpec = d.section(Section::Spec, spec).map_err(&at)?;
+            if spec.staged_action.take().is_some() {
+                // Only the staged kind has it; the model type carries it for that one.
+                d.unknown.push("spec.stagedAction".into());
+            }
+            validate_k8s_policy(&spec).map_err(at_spec(&object))?;
             Resource::K8sNetworkPolicy { staged: false, policy: K8sNetworkPolicy { namespace: ns, name, spec } }
         }
         (_, "StagedKubernetesNetworkPolicy") => {
-            let mut spec = spec;
-            if let Value::Object(m) = &mut spec {
-                m.remove("stagedAction");
-            }
-            let spec: NetworkPolicySpec = decode(spec).map_err(err(&object))?;
-            validate_k8s_policy(&spec).map_err(|(f, m)| (object.clone(), format!("spec{f}"), m))?;
+            let spec: NetworkPolicySpec = d.section(Section::Spec, spec).map_err(&at)?;
+            validate_k8s_policy(&spec).map_err(at_spec(&object))?;
             Resource::K8sNetworkPolicy { staged: true, policy: K8sNetworkPolicy { namespace: ns, name, spec } }
         }
         (_, "NetworkPolicy" | "GlobalNetworkPolicy" | "StagedNetworkPolicy" | "StagedGlobalNetworkPolicy") => {
@@ -324,46 +514,31 @@ fn decode_object(v: Value) -> Result<Decoded, DecodeError> {
                 "StagedNetworkPolicy" => PolicyKind::StagedNetworkPolicy,
                 _ => PolicyKind::StagedGlobalNetworkPolicy,
             };
-            let spec: PolicySpec = decode(spec).map_err(err(&object))?;
-            validate_policy(kind, &spec).map_err(|(f, m)| (object.clone(), format!("spec{f}"), m))?;
+            let spec: PolicySpec = d.section(Section::Spec, spec).map_err(&at)?;
+            validate_policy(kind, &spec).map_err(at_spec(&object))?;
             let namespace = if kind.is_global() { None } else { Some(ns) };
             Resource::CalicoPolicy(CalicoPolicy { id: PolicyId { kind, namespace, name }, spec })
         }
         (_, "Tier") => {
-            let spec: TierSpec = decode(spec).map_err(err(&object))?;
+            let spec: TierSpec = d.section(Section::Spec, spec).map_err(&at)?;
             Resource::Tier(Tier { name, spec })
         }
         (_, "NetworkSet" | "GlobalNetworkSet") => {
-            let spec: NetworkSetSpec = decode(spec).map_err(err(&object))?;
+            let spec: NetworkSetSpec = d.section(Section::Spec, spec).map_err(&at)?;
             let namespace = if kind == "NetworkSet" { Some(ns) } else { None };
             Resource::NetworkSet(NetworkSet { namespace, name, labels, nets: spec.nets })
         }
         (_, "HostEndpoint") => {
-            let spec: HostEndpointSpec = decode(spec).map_err(err(&object))?;
+            let spec: HostEndpointSpec = d.section(Section::Spec, spec).map_err(&at)?;
             Resource::HostEndpoint(HostEndpoint { name, labels, spec })
         }
         (_, "IPPool") => {
-            let spec: IpPoolSpec = decode(spec).map_err(err(&object))?;
+            let spec: IpPoolSpec = d.section(Section::Spec, spec).map_err(&at)?;
             Resource::IpPool(IpPool { name, spec })
         }
         _ => return Ok(Decoded::Unknown(object)),
     };
     Ok(Decoded::Resource(object, Box::new(resource)))
-}
-
-/// Deserialize with the failing field's path (`.ingress[0].ports[1]`) in the error.
-fn decode<T: DeserializeOwned>(v: Value) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            String::new()
-        } else if path.starts_with('[') {
-            path
-        } else {
-            format!(".{path}")
-        };
-        (path, e.into_inner().to_string())
-    })
 }
 
 fn pod_from(
@@ -399,7 +574,11 @@ fn pod_from(
         namespace,
         name,
         labels,
-        service_account: spec.service_account_name.filter(|s| !s.is_empty()).unwrap_or_else(|| "default".into()),
+        service_account: spec
+            .service_account_name
+            .filter(|s| !s.is_empty())
+            .or(spec.service_account.filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "default".into()),
         ips,
         named_ports,
         host_network: spec.host_network,

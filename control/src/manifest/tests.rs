@@ -161,3 +161,178 @@ fn directory_trees_load_in_name_order() {
     assert_eq!(r.to_model().namespaces["a"].labels["v"], "2", "later files win");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn warnings(r: &LoadReport) -> Vec<String> {
+    r.warnings.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn unknown_fields_are_warned_about_with_file_document_object_and_path() {
+    let r = load(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec:\n  namespaceSelectr: team == 'x'\n  egres: [{action: Deny}]\n  ingress:\n  - action: Allow\n    sorce: {selector: all()}\n    destination: {selectr: a == 'b', ports: [80]}\n    protocol: TCP\n",
+    );
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.loaded.len(), 2, "the object still loads, without the unknown fields");
+    let w = warnings(&r);
+    assert_eq!(
+        w,
+        [
+            // Within a section, in key order.
+            "m.yaml (document 2): GlobalNetworkPolicy g: spec.egres: unknown field, ignored",
+            "m.yaml (document 2): GlobalNetworkPolicy g: spec.ingress[0].destination.selectr: unknown field, ignored",
+            "m.yaml (document 2): GlobalNetworkPolicy g: spec.ingress[0].sorce: unknown field, ignored",
+            "m.yaml (document 2): GlobalNetworkPolicy g: spec.namespaceSelectr: unknown field, ignored",
+        ]
+    );
+    assert!(matches!(&r.warnings[0], ManifestWarning::UnknownField { origin, .. } if origin.document == 2));
+}
+
+#[test]
+fn unknown_fields_of_kubernetes_objects() {
+    let r = load(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: n, lables: {a: b}}\nsepc: {}\nspec:\n  podSelector: {matchLabel: {app: x}}\n  ingress: [{form: [{podSelector: {}}]}]\n  egress: [{from: [{podSelector: {}}]}]\n",
+    );
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(
+        warnings(&r),
+        [
+            "m.yaml (document 1): NetworkPolicy n/p: sepc: unknown field, ignored",
+            "m.yaml (document 1): NetworkPolicy n/p: metadata.lables: unknown field, ignored",
+            // `from` belongs to ingress rules: an egress rule's peers are `to`.
+            "m.yaml (document 1): NetworkPolicy n/p: spec.egress[0].from: unknown field, ignored",
+            "m.yaml (document 1): NetworkPolicy n/p: spec.ingress[0].form: unknown field, ignored",
+            "m.yaml (document 1): NetworkPolicy n/p: spec.podSelector.matchLabel: unknown field, ignored",
+        ]
+    );
+    let m = r.to_model();
+    let p = &m.k8s_policies[&(false, "n".to_string(), "p".to_string())];
+    assert_eq!(p.spec.egress.as_ref().unwrap()[0].from, None, "as Kubernetes reads it: no `to`");
+}
+
+#[test]
+fn pods_read_the_deprecated_service_account_field_and_report_typos() {
+    let r = load(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {serviceAccount: legacy, containers: [{name: c, ports: [{containerPort: 80, nmae: http}]}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec: {serviceAccountNmae: x, serviceAccount: legacy, serviceAccountName: current}\nstatus: {podIp: 10.0.0.1}\n",
+    );
+    let m = r.to_model();
+    assert_eq!(m.pods[&("default".to_string(), "a".to_string())].service_account, "legacy");
+    assert_eq!(m.pods[&("default".to_string(), "b".to_string())].service_account, "current");
+    assert_eq!(
+        warnings(&r),
+        [
+            "m.yaml (document 1): Pod default/a: spec.containers[0].ports[0].nmae: unknown field, ignored",
+            "m.yaml (document 2): Pod default/b: spec.serviceAccountNmae: unknown field, ignored",
+            "m.yaml (document 2): Pod default/b: status.podIp: unknown field, ignored",
+        ]
+    );
+}
+
+#[test]
+fn strict_loading_rejects_objects_with_unknown_fields_and_keeps_the_rest() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec: {egres: [{action: Deny}], ingres: []}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ok, resourceVersion: '7'}\n";
+    let r = load_str_with(text, Path::new("m.yaml"), LoadOptions::strict());
+    assert!(r.warnings.is_empty());
+    assert_eq!(r.loaded.len(), 1);
+    assert_eq!(r.loaded[0].object.name, "ok");
+    let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        [
+            "m.yaml (document 1): GlobalNetworkPolicy g: spec.egres: unknown field",
+            "m.yaml (document 1): GlobalNetworkPolicy g: spec.ingres: unknown field",
+        ]
+    );
+    // The default warns and loads.
+    let r = load(text);
+    assert_eq!((r.loaded.len(), r.warnings.len(), r.errors.len()), (2, 2, 0));
+}
+
+#[test]
+fn unknown_fields_of_an_invalid_object_are_reported_with_its_error() {
+    let r = load(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {egres: [], ingress: [{action: Jump}], ordr: 1}\n",
+    );
+    assert_eq!(r.errors.len(), 1);
+    assert!(r.errors[0].to_string().contains("spec.ingress[0].action"));
+    // Fields after the error (in key order) are not reached.
+    assert_eq!(warnings(&r), ["m.yaml (document 1): NetworkPolicy default/p: spec.egres: unknown field, ignored"]);
+}
+
+#[test]
+fn lists_report_unknown_fields_and_missing_items() {
+    let r = load("apiVersion: v1\nkind: List\nitmes:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n");
+    assert!(r.loaded.is_empty());
+    assert_eq!(warnings(&r), ["m.yaml (document 1): List (unnamed): itmes: unknown field, ignored"]);
+    assert_eq!(r.errors[0].to_string(), "m.yaml (document 1): List (unnamed): items: a List needs items");
+    let r = load("apiVersion: v1\nkind: List\nitems: 5\n");
+    assert!(r.errors[0].to_string().contains("items: expected a list of objects"));
+    let r = load("apiVersion: v1\nkind: List\nitems:\nmetadata: {resourceVersion: ''}\n");
+    assert!(r.errors.is_empty() && r.warnings.is_empty());
+}
+
+#[test]
+fn kinds_moat_does_not_read_are_not_checked_for_fields() {
+    let r = load("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: 3, anything: [1]}\n");
+    assert_eq!(r.skipped.len(), 1);
+    assert!(r.warnings.is_empty() && r.errors.is_empty());
+}
+
+#[test]
+fn upstream_fields_moat_does_not_read_pass_silently() {
+    let r = load(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p, uid: x, generation: 2, managedFields: []}\nspec: {cidr: 10.0.0.0/16, blockSize: 26, nodeSelector: all(), allowedUses: [Workload]}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: s}\nautomountServiceAccountToken: false\nsecrets: [{name: t}]\n---\napiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: t}\nspec: {order: 1}\nstatus: {conditions: []}\n",
+    );
+    assert!(r.errors.is_empty() && r.warnings.is_empty(), "{:?} {:?}", r.errors, r.warnings);
+    assert_eq!(r.loaded.len(), 3);
+}
+
+#[test]
+fn duplicate_keys_reject_the_document_and_the_next_one_still_loads() {
+    let r = load(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec:\n  ingress: [{action: Deny}]\n  ingress: [{action: Allow}]\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    );
+    assert_eq!(r.errors.len(), 1);
+    let msg = r.errors[0].to_string();
+    assert_eq!(msg, "m.yaml (document 1): not valid YAML/JSON: spec: duplicate key \"ingress\"");
+    assert_eq!(r.loaded.len(), 1, "document 2 still loads");
+}
+
+#[test]
+fn yaml_merge_keys_merge() {
+    let r = load(
+        "apiVersion: v1\nkind: List\nitems:\n- &base {apiVersion: v1, kind: Namespace, metadata: {name: a, labels: {team: x}}}\n- <<: *base\n  metadata: {name: b}\n",
+    );
+    assert!(r.errors.is_empty() && r.warnings.is_empty(), "{:?} {:?}", r.errors, r.warnings);
+    let m = r.to_model();
+    assert_eq!(m.namespaces.len(), 2);
+    assert!(!m.namespaces["b"].labels.contains_key("team"), "merge is shallow, explicit keys win");
+}
+
+#[test]
+fn staged_action_belongs_to_the_staged_kubernetes_kind_only() {
+    let r = load(
+        "apiVersion: projectcalico.org/v3\nkind: StagedKubernetesNetworkPolicy\nmetadata: {name: s}\nspec: {podSelector: {}, stagedAction: Delete}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelector: {}, stagedAction: Delete}\n---\napiVersion: projectcalico.org/v3\nkind: StagedKubernetesNetworkPolicy\nmetadata: {name: bad}\nspec: {podSelector: {}, stagedAction: Remove}\n",
+    );
+    let m = r.to_model();
+    let staged = &m.k8s_policies[&(true, "default".to_string(), "s".to_string())];
+    assert_eq!(staged.spec.staged_action, Some(crate::model::StagedAction::Delete));
+    assert_eq!(m.k8s_policies[&(false, "default".to_string(), "p".to_string())].spec.staged_action, None);
+    assert_eq!(
+        warnings(&r),
+        ["m.yaml (document 2): NetworkPolicy default/p: spec.stagedAction: unknown field, ignored"]
+    );
+    assert_eq!(r.errors.len(), 1);
+    assert!(r.errors[0].to_string().contains("StagedKubernetesNetworkPolicy default/bad: spec.stagedAction"));
+}
+
+#[test]
+fn a_duplicate_key_before_a_syntax_error_does_not_resume_the_stream() {
+    // Regression (fuzzing, manifest_load): resuming after the duplicate key started the next
+    // "document" in the middle of this one, and serde_norway panicked.
+    let r = load(
+        "kind: a\nkind: b\nspec: {types: [Ingress, *Egress]}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    );
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert!(r.errors[0].to_string().contains("unknown anchor"), "{}", r.errors[0]);
+    assert!(r.loaded.is_empty());
+}

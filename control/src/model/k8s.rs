@@ -1,6 +1,7 @@
 //! Kubernetes resources moat reads: `networking.k8s.io/v1` NetworkPolicy and `v1` Namespace,
 //! Pod and ServiceAccount (only the fields policy needs).
 
+use super::calico::StagedAction;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -109,14 +110,40 @@ pub struct NetworkPolicyPort {
     pub end_port: Option<i64>,
 }
 
-/// An ingress (`from`) or egress (`to`) rule; missing and empty peer/port lists both mean "all".
+/// An ingress or egress rule; missing and empty peer/port lists both mean "all".
+///
+/// One type serves both directions: `from` holds the peers of an ingress rule's `from` or an
+/// egress rule's `to`. In a [`NetworkPolicySpec`] each direction (de)serializes under its own
+/// name, so `egress: [{from: …}]` is an unknown field (reported), as in Kubernetes.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicyRule {
-    #[serde(default, alias = "to", skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Vec<NetworkPolicyPeer>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<NetworkPolicyPort>>,
+}
+
+/// The wire form of an egress rule (`to`).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EgressRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<Vec<NetworkPolicyPeer>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ports: Option<Vec<NetworkPolicyPort>>,
+}
+
+fn de_egress<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<NetworkPolicyRule>>, D::Error> {
+    let rules: Option<Vec<EgressRule>> = Option::deserialize(d)?;
+    Ok(rules.map(|rules| rules.into_iter().map(|r| NetworkPolicyRule { from: r.to, ports: r.ports }).collect()))
+}
+
+fn ser_egress<S: Serializer>(rules: &Option<Vec<NetworkPolicyRule>>, s: S) -> Result<S::Ok, S::Error> {
+    let wire: Option<Vec<EgressRule>> = rules
+        .as_ref()
+        .map(|rules| rules.iter().map(|r| EgressRule { to: r.from.clone(), ports: r.ports.clone() }).collect());
+    wire.serialize(s)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -128,8 +155,18 @@ pub struct NetworkPolicySpec {
     pub policy_types: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Vec<NetworkPolicyRule>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_egress",
+        serialize_with = "ser_egress",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub egress: Option<Vec<NetworkPolicyRule>>,
+    /// `StagedKubernetesNetworkPolicy` only (the loader reports it as an unknown field of a
+    /// `networking.k8s.io` NetworkPolicy): whether the staged policy replaces or deletes the
+    /// enforced one of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_action: Option<StagedAction>,
 }
 
 /// A Kubernetes NetworkPolicy (name, namespace and spec).
@@ -164,6 +201,10 @@ pub struct Container {
 pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// The deprecated spelling of `serviceAccountName`, used when that is empty (as the API
+    /// server's conversion does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
     #[serde(default)]
     pub containers: Vec<Container>,
     #[serde(default)]

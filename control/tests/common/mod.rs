@@ -57,7 +57,7 @@ pub fn named_port(name: &str, proto: &str, port: u16) -> NamedPort {
 }
 
 /// Load one manifest object (with an optional namespace forced into its metadata) into the
-/// model; panics when the loader rejects or skips it.
+/// model; panics when the loader rejects or skips it, or finds a field it does not know.
 pub fn apply_object(model: &mut Model, mut obj: Value, namespace: Option<&str>) {
     if let (Some(ns), Some(meta)) = (namespace, obj.get_mut("metadata").and_then(Value::as_object_mut)) {
         meta.insert("namespace".into(), Value::String(ns.to_string()));
@@ -66,6 +66,7 @@ pub fn apply_object(model: &mut Model, mut obj: Value, namespace: Option<&str>) 
     let origin = Origin { file: PathBuf::from("<conformance>"), document: 1 };
     load_value(obj.clone(), &origin, &mut report);
     assert!(report.errors.is_empty(), "loader rejected {obj}: {:?}", report.errors);
+    assert!(report.warnings.is_empty(), "loader found unknown fields in {obj}: {:?}", report.warnings);
     assert!(report.skipped.is_empty(), "loader skipped {obj}");
     for l in report.loaded {
         model.insert(l.resource);
