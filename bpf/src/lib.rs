@@ -354,19 +354,74 @@ pub fn interface_ipv4(ifname: &str) -> Vec<std::net::Ipv4Addr> {
         .collect()
 }
 
-/// The interface's MAC address, from sysfs.
+/// The interface's MAC address, asked over netlink in the calling thread's network namespace (sysfs
+/// shows the namespace it was mounted in, which is not that of a thread that entered another one).
 pub fn interface_mac(ifname: &str) -> Result<[u8; 6], BpfError> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
-        .map_err(|_| BpfError::NoSuchInterface(ifname.to_owned()))?;
-    let mut mac = [0u8; 6];
-    let mut octets = text.trim().split(':');
-    for byte in &mut mac {
-        *byte = octets
-            .next()
-            .and_then(|o| u8::from_str_radix(o, 16).ok())
-            .ok_or_else(|| BpfError::NoSuchInterface(ifname.to_owned()))?;
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|_| BpfError::NoSuchInterface(ifname.to_owned()))?;
+    addrs
+        .filter(|a| a.interface_name == ifname)
+        .find_map(|a| a.address.and_then(|addr| addr.as_link_addr().and_then(|l| l.addr())))
+        .ok_or_else(|| BpfError::NoSuchInterface(ifname.to_owned()))
+}
+
+/// Layout of `struct ethtool_channels` (linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// Number of RX queues of the interface (combined plus RX-only channels), asked with the ethtool
+/// `ETHTOOL_GCHANNELS` ioctl in the calling thread's network namespace. `Ok(None)` when the driver does
+/// not report channels.
+pub fn interface_rx_queues(ifname: &str) -> std::io::Result<Option<u32>> {
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad interface name {ifname:?}")));
     }
-    Ok(mac)
+    let mut channels = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..EthtoolChannels::default() };
+    #[allow(unsafe_code)]
+    // SAFETY: an all-zero `ifreq` is valid (a C struct of bytes and a union of integers/pointers).
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&mut channels as *mut EthtoolChannels).cast();
+    #[allow(unsafe_code)]
+    // SAFETY: plain socket(2); the result is checked and owned below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    #[allow(unsafe_code)]
+    // SAFETY: SIOCETHTOOL reads `request` (a NUL-terminated name within IFNAMSIZ and a pointer to
+    // `channels`) and writes at most `size_of::<EthtoolChannels>()` bytes through that pointer; both
+    // outlive the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCETHTOOL, &mut request) };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => Ok(None),
+            Some(libc::ENODEV) => {
+                Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("interface {ifname:?} not found")))
+            }
+            _ => Err(err),
+        };
+    }
+    Ok(Some(channels.rx_count + channels.combined_count).filter(|n| *n > 0))
 }
 
 #[cfg(test)]
@@ -408,6 +463,13 @@ mod tests {
         assert_eq!(&REDIRECT_OBJECT[..4], b"\x7fELF");
         // e_machine == EM_BPF (247)
         assert_eq!(u16::from_le_bytes([REDIRECT_OBJECT[18], REDIRECT_OBJECT[19]]), 247);
+    }
+
+    #[test]
+    fn loopback_has_a_mac_and_queues() {
+        assert_eq!(interface_mac("lo").unwrap(), [0; 6]);
+        assert!(interface_rx_queues("moat-nope0").is_err());
+        assert!(interface_rx_queues("").is_err());
     }
 
     #[test]

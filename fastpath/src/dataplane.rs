@@ -227,11 +227,10 @@ impl Drop for Dataplane {
     }
 }
 
-/// Number of RX queues of an interface (`/sys/class/net/IF/queues/rx-*`).
+/// Number of RX queues of an interface: the driver's channel count, or 1 for drivers that do not
+/// report channels (single-queue devices).
 pub fn rx_queue_count(ifname: &str) -> std::io::Result<u32> {
-    let dir = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))?;
-    let count = dir.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count();
-    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    Ok(moat_bpf::interface_rx_queues(ifname)?.unwrap_or(1))
 }
 
 fn queue_count(pair: &WirePair, requested: Option<u32>) -> Result<u32, DataplaneError> {

@@ -72,6 +72,19 @@ pub struct RunArgs {
     /// Log counters every N seconds (0 = never).
     #[arg(long, default_value_t = 0)]
     pub stats_interval: u64,
+    /// Quiet time after a change in the rule directory before it is reloaded (a burst of writes is
+    /// one reload). SIGHUP reloads at once.
+    #[arg(long, default_value_t = 20)]
+    pub reload_debounce_ms: u64,
+}
+
+/// What reloading has done so far (reported in the stats file and the logs).
+#[derive(Debug, Default)]
+struct ReloadStatus {
+    reloads: u64,
+    failures: u64,
+    last_latency: Option<Duration>,
+    last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,6 +151,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
     }
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup)).context("installing SIGHUP")?;
+    let mut watcher = moat::watch::DirWatcher::new(&args.manifests)?;
+    let debounce = Duration::from_millis(args.reload_debounce_ms);
+    let mut reload = ReloadStatus::default();
 
     // Generation 0 fails closed; the loaded rules become generation 1 before any worker starts, so the
     // fail-closed table only governs a later reload failure path, never start-up traffic.
@@ -156,7 +174,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let mut last_log = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
+        let changed = watcher.settled(debounce);
+        if changed.is_some() || hangup.swap(false, Ordering::Relaxed) {
+            reload_rules(&args.manifests, default, &tables, changed.unwrap_or_else(Instant::now), &mut reload);
+        }
         tables.reclaim();
         if let Some(interval) = interval
             && last_log.elapsed() >= interval
@@ -170,7 +192,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopping");
     let report = dataplane.stop();
-    let summary = report_json(&report, &tables);
+    let mut summary = report_json(&report, &tables);
+    summary["table"]["reloads"] = json!(reload.reloads);
+    summary["table"]["reload_failures"] = json!(reload.failures);
+    summary["table"]["last_change_to_enforcement_ms"] = json!(reload.last_latency.map(|d| d.as_secs_f64() * 1e3));
+    summary["table"]["last_reload_error"] = json!(reload.last_error);
     if let Some(path) = &args.stats_file {
         let text = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, text).with_context(|| format!("writing stats file {}", path.display()))?;
@@ -183,6 +209,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(path);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Recompiles the rules after a change first seen at `since` and publishes them; on any error the
+/// table in force stays, and the error is logged and kept for the stats file.
+fn reload_rules(dir: &Path, default: Verdict, tables: &TableHandle, since: Instant, status: &mut ReloadStatus) {
+    match load_rules(dir, default) {
+        Ok(table) => {
+            let rules = table.rules().len();
+            let generation = tables.publish(table);
+            // Workers load the table at the start of every batch: from here on every frame is decided
+            // by the new generation, so publication is enforcement.
+            let latency = since.elapsed();
+            status.reloads += 1;
+            status.last_latency = Some(latency);
+            status.last_error = None;
+            tracing::info!(generation, rules, change_to_enforcement_ms = latency.as_secs_f64() * 1e3, "rules reloaded");
+        }
+        Err(err) => {
+            status.failures += 1;
+            status.last_error = Some(format!("{err:#}"));
+            tracing::error!(error = %format!("{err:#}"), generation = tables.generation(),
+                "rules not reloaded; the table in force stays");
+        }
+    }
 }
 
 /// Reads every `*.acl` file of `dir` in name order into one table.
