@@ -44,38 +44,45 @@ fn ev(extra: &str) -> Evaluator {
     Evaluator::new(&r.to_model())
 }
 
-fn flow(e: &Evaluator, src: &str, dst: &str, proto: &str, port: u16) -> FlowResult {
-    let q = FlowQuery {
+/// A query without ports or ICMP type and code; tests fill in what they need.
+fn query(src: &str, dst: &str, protocol: crate::model::Protocol) -> FlowQuery {
+    FlowQuery {
         src: src.into(),
         dst: dst.into(),
-        protocol: crate::model::Protocol::parse(proto).unwrap(),
-        dst_port: Some(port),
-        src_port: Some(33333),
+        protocol,
+        dst_port: None,
+        src_port: None,
         icmp_type: None,
         icmp_code: None,
-    };
+    }
+}
+
+fn flow(e: &Evaluator, src: &str, dst: &str, proto: &str, port: u16) -> FlowResult {
+    let protocol = crate::model::Protocol::parse(proto).unwrap();
+    let q = FlowQuery { dst_port: Some(port), src_port: Some(33333), ..query(src, dst, protocol) };
     e.evaluate(&e.flow_from_query(&q).unwrap())
 }
 
 fn icmp(e: &Evaluator, src: &str, dst: &str, t: u8, c: u8) -> FlowResult {
-    let q = FlowQuery {
-        src: src.into(),
-        dst: dst.into(),
-        protocol: crate::model::Protocol::Icmp,
-        dst_port: None,
-        src_port: None,
-        icmp_type: Some(t),
-        icmp_code: Some(c),
-    };
+    let q = FlowQuery { icmp_type: Some(t), icmp_code: Some(c), ..query(src, dst, crate::model::Protocol::Icmp) };
     e.evaluate(&e.flow_from_query(&q).unwrap())
 }
 
+fn trace(entries: &[TraceEntry]) -> Vec<String> {
+    entries.iter().map(ToString::to_string).collect()
+}
+
 fn ing(r: &FlowResult) -> Vec<String> {
-    r.ingress.as_ref().unwrap().policies.iter().map(ToString::to_string).collect()
+    trace(&r.ingress.as_ref().unwrap().policies)
 }
 
 fn egr(r: &FlowResult) -> Vec<String> {
-    r.egress.as_ref().unwrap().policies.iter().map(ToString::to_string).collect()
+    trace(&r.egress.as_ref().unwrap().policies)
+}
+
+/// The ingress side's trace with staged policies in force.
+fn staged_ing(r: &FlowResult) -> Vec<String> {
+    trace(&r.ingress.as_ref().unwrap().staged)
 }
 
 fn allowed(r: &FlowResult) -> bool {
@@ -87,6 +94,38 @@ fn gnp_db(rules: &str) -> String {
     format!(
         "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: t}}\nspec:\n  selector: app == 'db'\n  types: [Ingress]\n  ingress:\n{rules}"
     )
+}
+
+/// NetworkPolicy `t` in namespace `a` applying to pods with `app == 'db'` with the given ingress list.
+fn np_db(ingress: &str) -> String {
+    format!(
+        r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {{name: t, namespace: a}}
+spec:
+  selector: app == 'db'
+  ingress: {ingress}
+"#
+    )
+}
+
+/// Kubernetes NetworkPolicy `np` in namespace `a` with spec `enforced`, and a
+/// StagedKubernetesNetworkPolicy of the same name with spec `staged`.
+fn knp_and_staged(enforced: &str, staged: &str) -> Evaluator {
+    ev(&format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: np, namespace: a}}
+spec: {enforced}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {{name: np, namespace: a}}
+spec: {staged}
+"#
+    ))
 }
 
 #[test]
@@ -317,54 +356,36 @@ spec: {selector: app == 'db', types: [Ingress], ingress: [{action: Deny}]}
 "#);
     let r = flow(&e, "a/p1", "a/p2", "TCP", 1);
     assert!(allowed(&r));
-    let side = r.ingress.as_ref().unwrap();
     assert_eq!(ing(&r), ["0|__PROFILE__|__PROFILE__.kns.a|allow|0"]);
-    let staged: Vec<String> = side.staged.iter().map(ToString::to_string).collect();
-    assert_eq!(staged, ["0|default|a/staged:default.lockdown|deny|0"]);
+    assert_eq!(staged_ing(&r), ["0|default|a/staged:default.lockdown|deny|0"]);
     // A side no staged policy applies to reports no staged trace.
     assert!(r.egress.as_ref().unwrap().staged.is_empty());
 }
 
 #[test]
 fn staged_kubernetes_policy_replaces_the_enforced_one_in_the_staged_trace() {
-    let e = ev(r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: np, namespace: a}
-spec: {podSelector: {}, policyTypes: [Ingress], ingress: [{}]}
----
-apiVersion: projectcalico.org/v3
-kind: StagedKubernetesNetworkPolicy
-metadata: {name: np, namespace: a}
-spec: {podSelector: {}, policyTypes: [Ingress]}
-"#);
+    let e = knp_and_staged(
+        "{podSelector: {}, policyTypes: [Ingress], ingress: [{}]}",
+        "{podSelector: {}, policyTypes: [Ingress]}",
+    );
     let r = flow(&e, "a/p1", "a/p2", "TCP", 1);
     assert!(allowed(&r));
     assert_eq!(ing(&r), ["0|default|a/knp.default.np|allow|0"]);
-    let staged: Vec<String> = r.ingress.as_ref().unwrap().staged.iter().map(ToString::to_string).collect();
-    assert_eq!(staged, ["0|default|a/staged:knp.default.np|deny|-1"]);
+    assert_eq!(staged_ing(&r), ["0|default|a/staged:knp.default.np|deny|-1"]);
 }
 
 #[test]
 fn staged_kubernetes_policy_delete_removes_the_enforced_one_in_the_staged_trace() {
     // Regression: `stagedAction: Delete` of a StagedKubernetesNetworkPolicy used to be dropped
     // by the loader, so the staged trace showed a replacement instead of a deletion.
-    let e = ev(r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: np, namespace: a}
-spec: {podSelector: {}, policyTypes: [Ingress]}
----
-apiVersion: projectcalico.org/v3
-kind: StagedKubernetesNetworkPolicy
-metadata: {name: np, namespace: a}
-spec: {podSelector: {}, policyTypes: [Ingress], stagedAction: Delete}
-"#);
+    let e = knp_and_staged(
+        "{podSelector: {}, policyTypes: [Ingress]}",
+        "{podSelector: {}, policyTypes: [Ingress], stagedAction: Delete}",
+    );
     let r = flow(&e, "a/p1", "a/p2", "TCP", 1);
     assert!(!allowed(&r), "the enforced policy isolates");
     assert_eq!(ing(&r), ["0|default|a/knp.default.np|deny|-1"]);
-    let staged: Vec<String> = r.ingress.as_ref().unwrap().staged.iter().map(ToString::to_string).collect();
-    assert_eq!(staged, ["0|__PROFILE__|__PROFILE__.kns.a|allow|0"], "without it, the profile allows");
+    assert_eq!(staged_ing(&r), ["0|__PROFILE__|__PROFILE__.kns.a|allow|0"], "without it, the profile allows");
 }
 
 #[test]
@@ -427,25 +448,11 @@ fn selector_and_not_selector() {
 
 #[test]
 fn namespaced_policy_selectors_are_confined_to_its_namespace() {
-    let e = ev(r#"
-apiVersion: projectcalico.org/v3
-kind: NetworkPolicy
-metadata: {name: t, namespace: a}
-spec:
-  selector: app == 'db'
-  ingress: [{action: Allow, source: {selector: app == 'web'}}]
-"#);
+    let e = ev(&np_db("[{action: Allow, source: {selector: app == 'web'}}]"));
     assert!(allowed(&flow(&e, "a/p1", "a/p2", "TCP", 1)));
     assert!(!allowed(&flow(&e, "b/p3", "a/p2", "TCP", 1)));
     // notSelector alone also confines to the namespace.
-    let e = ev(r#"
-apiVersion: projectcalico.org/v3
-kind: NetworkPolicy
-metadata: {name: t, namespace: a}
-spec:
-  selector: app == 'db'
-  ingress: [{action: Allow, source: {notSelector: app == 'nothing'}}]
-"#);
+    let e = ev(&np_db("[{action: Allow, source: {notSelector: app == 'nothing'}}]"));
     assert!(allowed(&flow(&e, "a/p1", "a/p2", "TCP", 1)));
     assert!(!allowed(&flow(&e, "b/p3", "a/p2", "TCP", 1)));
     // A namespaced policy never applies to pods of another namespace.
@@ -457,19 +464,14 @@ spec:
 
 #[test]
 fn global_namespace_selector_selects_non_namespaced_entities() {
-    let e = ev(r#"
+    let set = r#"
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkSet
 metadata: {name: ext, labels: {kind: external}}
 spec: {nets: [198.51.100.0/24]}
----
-apiVersion: projectcalico.org/v3
-kind: NetworkPolicy
-metadata: {name: t, namespace: a}
-spec:
-  selector: app == 'db'
-  ingress: [{action: Allow, source: {namespaceSelector: global(), selector: kind == 'external'}}]
-"#);
+"#;
+    let policy = np_db("[{action: Allow, source: {namespaceSelector: global(), selector: kind == 'external'}}]");
+    let e = ev(&format!("{set}---{policy}"));
     assert!(allowed(&flow(&e, "198.51.100.7", "a/p2", "TCP", 1)));
     assert!(!allowed(&flow(&e, "198.51.101.7", "a/p2", "TCP", 1)));
     assert!(!allowed(&flow(&e, "a/p1", "a/p2", "TCP", 1)));
@@ -477,14 +479,7 @@ spec:
 
 #[test]
 fn all_namespace_selector_selects_every_namespace() {
-    let e = ev(r#"
-apiVersion: projectcalico.org/v3
-kind: NetworkPolicy
-metadata: {name: t, namespace: a}
-spec:
-  selector: app == 'db'
-  ingress: [{action: Allow, source: {namespaceSelector: all(), selector: app == 'web'}}]
-"#);
+    let e = ev(&np_db("[{action: Allow, source: {namespaceSelector: all(), selector: app == 'web'}}]"));
     assert!(allowed(&flow(&e, "b/p3", "a/p2", "TCP", 1)));
 }
 
@@ -524,19 +519,13 @@ spec:
 
 #[test]
 fn network_sets_label_addresses_for_selectors() {
-    let e = ev(r#"
+    let set = r#"
 apiVersion: projectcalico.org/v3
 kind: NetworkSet
 metadata: {name: partners, namespace: a, labels: {role: partner}}
 spec: {nets: [203.0.113.0/24]}
----
-apiVersion: projectcalico.org/v3
-kind: NetworkPolicy
-metadata: {name: t, namespace: a}
-spec:
-  selector: app == 'db'
-  ingress: [{action: Allow, source: {selector: role == 'partner'}}]
-"#);
+"#;
+    let e = ev(&format!("{set}---{}", np_db("[{action: Allow, source: {selector: role == 'partner'}}]")));
     let r = flow(&e, "203.0.113.5", "a/p2", "TCP", 1);
     assert!(allowed(&r));
     assert!(r.egress.is_none(), "an address that is no endpoint has no egress side");
@@ -665,15 +654,7 @@ fn query_lines_answer_errors_without_crashing() {
 #[test]
 fn explain_names_tier_policy_and_rule() {
     let e = ev(&gnp_db("  - action: Deny\n    protocol: TCP\n"));
-    let q = FlowQuery {
-        src: "a/p1".into(),
-        dst: "a/p2".into(),
-        protocol: crate::model::Protocol::Tcp,
-        dst_port: Some(80),
-        src_port: None,
-        icmp_type: None,
-        icmp_code: None,
-    };
+    let q = FlowQuery { dst_port: Some(80), ..query("a/p1", "a/p2", crate::model::Protocol::Tcp) };
     let text = e.explain(&q).unwrap();
     assert!(text.contains("verdict: DENY"), "{text}");
     assert!(text.contains("tier default"), "{text}");

@@ -89,6 +89,25 @@ pub enum Expr {
     Or(Vec<Expr>),
 }
 
+/// `Some(key)` for the leaves that test a label, `None` for `all()`, `global()` and the boolean
+/// operators: the one list of such variants behind [`Expr::key`] and `Expr::key_mut`, which
+/// differ only in how they borrow.
+macro_rules! leaf_key {
+    ($expr:expr) => {
+        match $expr {
+            Expr::Has { key }
+            | Expr::Eq { key, .. }
+            | Expr::Ne { key, .. }
+            | Expr::Contains { key, .. }
+            | Expr::StartsWith { key, .. }
+            | Expr::EndsWith { key, .. }
+            | Expr::In { key, .. }
+            | Expr::NotIn { key, .. } => Some(key),
+            Expr::All | Expr::Global | Expr::Not(_) | Expr::And(_) | Expr::Or(_) => None,
+        }
+    };
+}
+
 impl Expr {
     /// Evaluates the expression against `labels`. Never allocates.
     pub fn evaluate<L: Labels + ?Sized>(&self, labels: &L) -> bool {
@@ -110,17 +129,7 @@ impl Expr {
 
     /// The label key a leaf tests, `None` for `all()`, `global()` and the boolean operators.
     pub fn key(&self) -> Option<&str> {
-        match self {
-            Expr::Has { key }
-            | Expr::Eq { key, .. }
-            | Expr::Ne { key, .. }
-            | Expr::Contains { key, .. }
-            | Expr::StartsWith { key, .. }
-            | Expr::EndsWith { key, .. }
-            | Expr::In { key, .. }
-            | Expr::NotIn { key, .. } => Some(key),
-            Expr::All | Expr::Global | Expr::Not(_) | Expr::And(_) | Expr::Or(_) => None,
-        }
+        leaf_key!(self).map(String::as_str)
     }
 
     /// Direct operands of `Not`/`And`/`Or` (empty for leaves).
@@ -154,17 +163,7 @@ impl Expr {
     }
 
     pub(crate) fn key_mut(&mut self) -> Option<&mut String> {
-        match self {
-            Expr::Has { key }
-            | Expr::Eq { key, .. }
-            | Expr::Ne { key, .. }
-            | Expr::Contains { key, .. }
-            | Expr::StartsWith { key, .. }
-            | Expr::EndsWith { key, .. }
-            | Expr::In { key, .. }
-            | Expr::NotIn { key, .. } => Some(key),
-            Expr::All | Expr::Global | Expr::Not(_) | Expr::And(_) | Expr::Or(_) => None,
-        }
+        leaf_key!(self)
     }
 
     /// Upstream's `LabelRestrictions()`: what any matching label set must satisfy, per key.

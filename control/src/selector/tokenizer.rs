@@ -158,6 +158,15 @@ pub fn tokenize(input: &str) -> Result<Vec<Token<'_>>, SelectorError> {
     Ok(tokens)
 }
 
+/// The bytes that are a token on their own.
+const PUNCTUATION: [(u8, TokenKind); 5] = [
+    (b'(', TokenKind::LParen),
+    (b')', TokenKind::RParen),
+    (b'{', TokenKind::LBrace),
+    (b'}', TokenKind::RBrace),
+    (b',', TokenKind::Comma),
+];
+
 /// Like [`tokenize`] but appends to `tokens` (so a caller can reuse a buffer).
 pub fn append_tokens<'a>(tokens: &mut Vec<Token<'a>>, input: &'a str) -> Result<(), SelectorError> {
     let bytes = input.as_bytes();
@@ -172,28 +181,13 @@ pub fn append_tokens<'a>(tokens: &mut Vec<Token<'a>>, input: &'a str) -> Result<
         };
         let start = pos;
         let mut push = |kind: TokenKind, value: &'a str| tokens.push(Token { kind, value, position: start });
+        if let Some(&(_, kind)) = PUNCTUATION.iter().find(|(byte, _)| *byte == c) {
+            push(kind, "");
+            pos += 1;
+            continue;
+        }
         let next = bytes.get(pos + 1).copied();
         match c {
-            b'(' => {
-                push(TokenKind::LParen, "");
-                pos += 1;
-            }
-            b')' => {
-                push(TokenKind::RParen, "");
-                pos += 1;
-            }
-            b'{' => {
-                push(TokenKind::LBrace, "");
-                pos += 1;
-            }
-            b'}' => {
-                push(TokenKind::RBrace, "");
-                pos += 1;
-            }
-            b',' => {
-                push(TokenKind::Comma, "");
-                pos += 1;
-            }
             b'"' | b'\'' => {
                 let body = pos + 1;
                 let Some(len) = bytes.get(body..).and_then(|rest| rest.iter().position(|&b| b == c)) else {

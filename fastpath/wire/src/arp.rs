@@ -6,6 +6,7 @@ use core::net::Ipv4Addr;
 use crate::DropReason;
 use crate::bytes::{array, span, u8_at, u16_at};
 use crate::ethernet::EthernetAddress;
+use crate::view::view;
 
 /// Field ranges of the fixed ARP header and, for Ethernet/IPv4, of the addresses.
 pub mod field {
@@ -66,25 +67,12 @@ impl From<ArpOperation> for u16 {
     }
 }
 
-/// Zero-copy view of an ARP packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of an ARP packet.
+    pub struct ArpPacket;
 }
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The fixed header and both address pairs (as long as hlen/plen say) are present.
     pub fn check_len(&self) -> Result<(), DropReason> {
         let len = self.buffer.as_ref().len();
@@ -96,11 +84,6 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
             return Err(DropReason::ArpTruncated);
         }
         Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Hardware type.

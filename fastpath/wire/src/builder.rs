@@ -803,11 +803,13 @@ pub mod samples {
         ]
     }
 
-    fn base_v4(transport: TransportSpec<'_>) -> FrameSpec<'_> {
+    /// A frame from the client to the server over IPv4 (defaults of [`Ipv4Spec::new`]).
+    pub(crate) fn base_v4(transport: TransportSpec<'_>) -> FrameSpec<'_> {
         FrameSpec::new(NetworkSpec::Ipv4(Ipv4Spec::new(CLIENT_V4, SERVER_V4, transport)))
     }
 
-    fn base_v6<'a>(extensions: &'a [Ipv6ExtensionSpec], transport: TransportSpec<'a>) -> FrameSpec<'a> {
+    /// A frame from the client to the server over IPv6 with these extension headers.
+    pub(crate) fn base_v6<'a>(extensions: &'a [Ipv6ExtensionSpec], transport: TransportSpec<'a>) -> FrameSpec<'a> {
         let mut ip = Ipv6Spec::new(CLIENT_V6, SERVER_V6, transport);
         ip.extensions = extensions;
         FrameSpec::new(NetworkSpec::Ipv6(ip))

@@ -5,8 +5,8 @@
 
 use core::fmt;
 
-use crate::DropReason;
 use crate::bytes::{array, rest, u16_at};
+use crate::view::view;
 
 /// Field ranges of the Ethernet II header.
 pub mod field {
@@ -129,39 +129,15 @@ impl From<EtherType> for u16 {
     }
 }
 
-/// Zero-copy view of an Ethernet II frame. Accessors never panic; after
-/// [`new_checked`](Self::new_checked) they return the frame's real fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of an Ethernet II frame. Accessors never panic; after
+    /// [`new_checked`](Self::new_checked) they return the frame's real fields.
+    pub struct EthernetFrame;
+    /// The header is present.
+    check_len: HEADER_LEN => EthernetTruncated;
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    /// Wrap without checking (accessors on a short buffer read zeros).
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
-    /// The header is present.
-    pub fn check_len(&self) -> Result<(), DropReason> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(DropReason::EthernetTruncated);
-        }
-        Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// Destination MAC.
     #[inline]
     pub fn destination(&self) -> EthernetAddress {
@@ -207,38 +183,14 @@ pub mod vlan_field {
 /// Length of a VLAN tag after its TPID.
 pub const VLAN_HEADER_LEN: usize = vlan_field::PAYLOAD;
 
-/// Zero-copy view of a VLAN tag body (the TCI and inner EtherType that follow the TPID).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VlanHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of a VLAN tag body (the TCI and inner EtherType that follow the TPID).
+    pub struct VlanHeader;
+    /// TCI and inner EtherType are present.
+    check_len: VLAN_HEADER_LEN => VlanTruncated;
 }
 
 impl<T: AsRef<[u8]>> VlanHeader<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let h = Self::new_unchecked(buffer);
-        h.check_len()?;
-        Ok(h)
-    }
-
-    /// TCI and inner EtherType are present.
-    pub fn check_len(&self) -> Result<(), DropReason> {
-        if self.buffer.as_ref().len() < VLAN_HEADER_LEN {
-            return Err(DropReason::VlanTruncated);
-        }
-        Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// Raw tag control information.
     #[inline]
     pub fn tci(&self) -> u16 {
@@ -357,6 +309,7 @@ pub(crate) fn is_service_tpid(ethertype: u16) -> bool {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::DropReason;
 
     const FRAME: [u8; 18] = [
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // dst

@@ -2,8 +2,8 @@
 //! `(type, code, checksum, 4 bytes that depend on the type)`, so one view serves both; the type
 //! numbers differ and have their own enums.
 
-use crate::DropReason;
 use crate::bytes::{rest, u8_at, u16_at};
+use crate::view::view;
 
 /// Field ranges of the ICMP/ICMPv6 header.
 pub mod field {
@@ -210,38 +210,14 @@ impl From<Icmpv6Message> for u8 {
     }
 }
 
-/// Zero-copy view of an ICMP or ICMPv6 message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IcmpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of an ICMP or ICMPv6 message.
+    pub struct IcmpPacket;
+    /// The 8-byte header is there.
+    check_len: HEADER_LEN => IcmpTruncated;
 }
 
 impl<T: AsRef<[u8]>> IcmpPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
-    /// The 8-byte header is there.
-    pub fn check_len(&self) -> Result<(), DropReason> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(DropReason::IcmpTruncated);
-        }
-        Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// Raw type.
     #[inline]
     pub fn msg_type(&self) -> u8 {
@@ -292,6 +268,7 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::DropReason;
 
     #[test]
     fn echo_fields() {

@@ -10,6 +10,7 @@ use crate::DropReason;
 use crate::bytes::{array, span, u8_at, u16_at};
 use crate::checksum;
 use crate::ip::IpProtocol;
+use crate::view::view;
 
 /// Field ranges of the IPv4 header.
 pub mod field {
@@ -55,25 +56,12 @@ pub mod option {
     pub const SSRR: u8 = 137;
 }
 
-/// Zero-copy view of an IPv4 packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of an IPv4 packet.
+    pub struct Ipv4Packet;
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Structural length checks, in the order a reader meets the fields: the fixed header is
     /// there, the version is 4, IHL >= 5, the options are there, total length covers the header,
     /// and the buffer holds total length (more is padding, less is truncation).
@@ -100,11 +88,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(DropReason::Ipv4Truncated);
         }
         Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// IP version (4 for a checked view).

@@ -5,6 +5,7 @@ use core::net::Ipv6Addr;
 use crate::DropReason;
 use crate::bytes::{array, rest, span, u8_at, u16_at, u32_at};
 use crate::ip::IpProtocol;
+use crate::view::view;
 
 /// Field ranges of the fixed IPv6 header.
 pub mod field {
@@ -33,25 +34,12 @@ pub const HEADER_LEN: usize = field::PAYLOAD;
 /// room without letting a frame of tiny headers cost unbounded work.
 pub const MAX_EXTENSION_HEADERS: usize = 8;
 
-/// Zero-copy view of an IPv6 packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of an IPv6 packet.
+    pub struct Ipv6Packet;
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The fixed header is there, the version is 6, and the buffer holds the payload length
     /// (more is Ethernet padding). A payload length of 0 is taken literally: jumbograms
     /// (RFC 2675) cannot cross an Ethernet link.
@@ -67,11 +55,6 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             return Err(DropReason::Ipv6Truncated);
         }
         Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// IP version (6 for a checked view).
@@ -147,35 +130,17 @@ pub mod ext_field {
     pub const OPTIONS: usize = 2;
 }
 
-/// Zero-copy view of a Hop-by-Hop, Routing or Destination Options header: the three share the
-/// `(next header, length in 8-byte units - 1)` prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6ExtHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of a Hop-by-Hop, Routing or Destination Options header: the three share the
+    /// `(next header, length in 8-byte units - 1)` prefix.
+    pub struct Ipv6ExtHeader;
+    no into_inner;
+    /// The header, as long as its length byte says, is inside the buffer (the length byte too:
+    /// the header is at least 8 bytes).
+    check_len: |h| h.header_len() => Ipv6ExtensionTruncated;
 }
 
 impl<T: AsRef<[u8]>> Ipv6ExtHeader<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let h = Self::new_unchecked(buffer);
-        h.check_len()?;
-        Ok(h)
-    }
-
-    /// The header, as long as its length byte says, is inside the buffer.
-    pub fn check_len(&self) -> Result<(), DropReason> {
-        let len = self.buffer.as_ref().len();
-        if len < 2 || len < self.header_len() {
-            return Err(DropReason::Ipv6ExtensionTruncated);
-        }
-        Ok(())
-    }
-
     /// Raw next header.
     #[inline]
     pub fn next_header_raw(&self) -> u8 {
@@ -239,33 +204,15 @@ pub mod frag_field {
 /// Length of the Fragment header.
 pub const FRAGMENT_HEADER_LEN: usize = 8;
 
-/// Zero-copy view of a Fragment header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6FragmentHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of a Fragment header.
+    pub struct Ipv6FragmentHeader;
+    no into_inner;
+    /// The 8 bytes are there.
+    check_len: FRAGMENT_HEADER_LEN => Ipv6ExtensionTruncated;
 }
 
 impl<T: AsRef<[u8]>> Ipv6FragmentHeader<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let h = Self::new_unchecked(buffer);
-        h.check_len()?;
-        Ok(h)
-    }
-
-    /// The 8 bytes are there.
-    pub fn check_len(&self) -> Result<(), DropReason> {
-        if self.buffer.as_ref().len() < FRAGMENT_HEADER_LEN {
-            return Err(DropReason::Ipv6ExtensionTruncated);
-        }
-        Ok(())
-    }
-
     /// Raw next header (of the fragmentable part).
     #[inline]
     pub fn next_header_raw(&self) -> u8 {
@@ -304,35 +251,17 @@ pub mod ah_field {
     pub const SEQ: Field = 8..12;
 }
 
-/// Zero-copy view of an Authentication Header. Only its length and next header matter to the
-/// parser: AH authenticates but does not hide what follows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6AuthHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of an Authentication Header. Only its length and next header matter to the
+    /// parser: AH authenticates but does not hide what follows.
+    pub struct Ipv6AuthHeader;
+    no into_inner;
+    /// The header, as long as its length byte says, is inside the buffer (the length byte too:
+    /// the header is at least 8 bytes).
+    check_len: |h| h.header_len() => Ipv6ExtensionTruncated;
 }
 
 impl<T: AsRef<[u8]>> Ipv6AuthHeader<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let h = Self::new_unchecked(buffer);
-        h.check_len()?;
-        Ok(h)
-    }
-
-    /// The header, as long as its length byte says, is inside the buffer.
-    pub fn check_len(&self) -> Result<(), DropReason> {
-        let len = self.buffer.as_ref().len();
-        if len < 2 || len < self.header_len() {
-            return Err(DropReason::Ipv6ExtensionTruncated);
-        }
-        Ok(())
-    }
-
     /// Raw next header.
     #[inline]
     pub fn next_header_raw(&self) -> u8 {

@@ -79,6 +79,7 @@
 extern crate std;
 
 mod bytes;
+mod view;
 
 pub mod arp;
 pub mod builder;

@@ -6,7 +6,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::vec::Vec;
 
 use super::*;
-use crate::builder::samples::{self, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
+use crate::builder::samples::{self, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6, base_v4 as v4, base_v6 as v6};
 use crate::builder::{
     ArpSpec, FrameSpec, Ipv4Spec, Ipv6ExtensionSpec as Ext, Ipv6Spec, NetworkSpec, TransportSpec, build_frame,
     build_ipv4, build_ipv6,
@@ -24,16 +24,6 @@ fn ip(summary: &FrameSummary) -> IpSummary {
         Network::Ip(ip) => ip,
         other => panic!("expected IP, got {other:?}"),
     }
-}
-
-fn v4(transport: TransportSpec<'_>) -> FrameSpec<'_> {
-    FrameSpec::new(NetworkSpec::Ipv4(Ipv4Spec::new(CLIENT_V4, SERVER_V4, transport)))
-}
-
-fn v6<'a>(exts: &'a [Ext], transport: TransportSpec<'a>) -> FrameSpec<'a> {
-    let mut spec = Ipv6Spec::new(CLIENT_V6, SERVER_V6, transport);
-    spec.extensions = exts;
-    FrameSpec::new(NetworkSpec::Ipv6(spec))
 }
 
 const UDP: TransportSpec<'static> = TransportSpec::Udp { src_port: 1234, dst_port: 53, payload: b"query" };

@@ -1,8 +1,8 @@
 //! SCTP common header (RFC 9260 §3.1). Chunks are not walked; the first chunk type is exposed
 //! because INIT/INIT ACK tell a connection tracker an association is starting.
 
-use crate::DropReason;
 use crate::bytes::{rest, u8_at, u16_at, u32_at};
+use crate::view::view;
 
 /// Field ranges of the SCTP common header.
 pub mod field {
@@ -22,38 +22,14 @@ pub mod field {
 /// Length of the common header.
 pub const HEADER_LEN: usize = field::CHUNKS;
 
-/// Zero-copy view of an SCTP packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SctpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of an SCTP packet.
+    pub struct SctpPacket;
+    /// The common header is there.
+    check_len: HEADER_LEN => SctpTruncated;
 }
 
 impl<T: AsRef<[u8]>> SctpPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
-    /// The common header is there.
-    pub fn check_len(&self) -> Result<(), DropReason> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(DropReason::SctpTruncated);
-        }
-        Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// Source port.
     #[inline]
     pub fn src_port(&self) -> u16 {
@@ -93,6 +69,7 @@ impl<T: AsRef<[u8]>> SctpPacket<T> {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::DropReason;
 
     #[test]
     fn fields() {

@@ -5,6 +5,7 @@ use core::ops::{BitAnd, BitOr, BitOrAssign};
 
 use crate::DropReason;
 use crate::bytes::{span, u8_at, u16_at, u32_at};
+use crate::view::view;
 
 /// Field ranges of the TCP header.
 pub mod field {
@@ -176,25 +177,12 @@ impl fmt::Debug for TcpFlags {
     }
 }
 
-/// Zero-copy view of a TCP segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of a TCP segment.
+    pub struct TcpPacket;
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The fixed header is there, the data offset is at least 5, and the header with its
     /// options (as long as the data offset says) is inside the segment.
     pub fn check_len(&self) -> Result<(), DropReason> {
@@ -210,11 +198,6 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
             return Err(DropReason::TcpTruncated);
         }
         Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.

@@ -2,6 +2,7 @@
 
 use crate::DropReason;
 use crate::bytes::{span, u16_at};
+use crate::view::view;
 
 /// Field ranges of the UDP header.
 pub mod field {
@@ -21,25 +22,12 @@ pub mod field {
 /// Length of the header.
 pub const HEADER_LEN: usize = field::PAYLOAD;
 
-/// Zero-copy view of a UDP datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// Zero-copy view of a UDP datagram.
+    pub struct UdpPacket;
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wrap after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, DropReason> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The header is there and the length field lies between 8 and the buffer length. A length
     /// below the buffer is accepted, as Linux does (it trims): the IP payload already excludes
     /// Ethernet padding. For a first fragment use [`check_header`](Self::check_header) instead:
@@ -61,11 +49,6 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
             return Err(DropReason::UdpBadLength);
         }
         Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.
