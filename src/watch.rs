@@ -9,7 +9,7 @@
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 /// Reports debounced bursts of changes below a directory.
@@ -39,16 +39,11 @@ impl DirWatcher {
 
     /// When a burst of changes ended at least `debounce` ago, returns the time of its first change.
     pub fn settled(&mut self, debounce: Duration) -> Option<Instant> {
-        loop {
-            match self.events.try_recv() {
-                Ok(at) => {
-                    self.pending = Some(match self.pending {
-                        Some((first, _)) => (first, at),
-                        None => (at, at),
-                    })
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(at) = self.events.try_recv() {
+            self.pending = Some(match self.pending {
+                Some((first, _)) => (first, at),
+                None => (at, at),
+            });
         }
         match self.pending {
             Some((first, last)) if last.elapsed() >= debounce => {

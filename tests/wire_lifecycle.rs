@@ -1,5 +1,7 @@
 //! moat's life cycle on real interfaces: clean stop and crash leave nothing attached, a restart works,
 //! frames are all accounted for, and the failsafe ports keep the node reachable whatever the policy.
+// A test binary: a panic is the assertion, in helpers as in test bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! Rule tables change under a running dataplane: by editing the rule directory of `moat run`, and by
 //! publishing thousands of tables while traffic flows. Nothing allowed may be lost, nothing denied may
 //! pass, and a broken rule file leaves the last good table in force.
+// A test binary: a panic is the assertion, in helpers as in test bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -15,11 +15,14 @@
 //! * [`resolve`]: endpoint labels as Calico sees them, rule selectors rewritten over endpoint
 //!   labels, tiers and policies in evaluation order — shared by the evaluator and the compiler.
 //! * [`evaluate`]: the reference evaluator, slow and obviously correct, explaining every verdict.
+//! * [`compile`]: the compiler from the same resolution to the dataplane's
+//!   `moat_fastpath::classify::PolicyTable`, tested against the evaluator.
 //!
 //! Invariants: nothing here panics on input (unwrap/expect are denied outside tests); the
 //! evaluator is deterministic for a given model; no `unsafe`.
 #![forbid(unsafe_code)]
 
+pub mod compile;
 pub mod convert;
 pub mod evaluate;
 pub mod manifest;

@@ -1,6 +1,7 @@
 //! Subcommands of the `moat` binary.
 
 pub mod bench;
+pub mod bench_classify;
 pub mod bench_forward;
 pub mod demo;
 pub mod pktgen;

@@ -6,11 +6,13 @@
 //! kept by the handle until no worker still reads them and are freed by the publisher, never on a
 //! worker's hot path.
 //!
-//! The table's rule language today is the interim ACL of [`acl`]; the compiled Calico policy
-//! classifier replaces it behind the same `classify` call.
+//! A table holds either the interim ACL of [`acl`] or a compiled Calico policy
+//! ([`policy::PolicyTable`], built by `moat_control::compile`); workers call the same
+//! [`RuleTable::classify`] for both.
 
 pub mod acl;
 pub mod engine;
+pub mod policy;
 
 use arc_swap::{ArcSwap, Guard};
 use std::net::IpAddr;
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use acl::{AclError, AclRule};
+pub use policy::{FlowDecision, PolicyTable};
 
 /// What policy sees of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,6 +49,8 @@ pub struct RuleTable {
     generation: u64,
     rules: Vec<AclRule>,
     default: Verdict,
+    /// When set, the compiled Calico policy decides and `rules`/`default` are unused.
+    policy: Option<Arc<PolicyTable>>,
     origin: String,
 }
 
@@ -53,7 +58,23 @@ impl RuleTable {
     /// A table from rules, first match wins, `default` when none matches. `origin` says where the rules
     /// came from (for status output).
     pub fn new(rules: Vec<AclRule>, default: Verdict, origin: impl Into<String>) -> RuleTable {
-        RuleTable { generation: 0, rules, default, origin: origin.into() }
+        RuleTable { generation: 0, rules, default, policy: None, origin: origin.into() }
+    }
+
+    /// A table deciding by a compiled Calico policy.
+    pub fn from_policy(policy: Arc<PolicyTable>, origin: impl Into<String>) -> RuleTable {
+        RuleTable {
+            generation: 0,
+            rules: Vec::new(),
+            default: Verdict::Deny,
+            policy: Some(policy),
+            origin: origin.into(),
+        }
+    }
+
+    /// The compiled policy, when this table has one.
+    pub fn policy(&self) -> Option<&PolicyTable> {
+        self.policy.as_deref()
     }
 
     /// The table in force before any policy was loaded: deny all IP traffic (fail closed).
@@ -64,7 +85,10 @@ impl RuleTable {
     /// Decides one packet.
     #[inline]
     pub fn classify(&self, key: &FlowKey) -> Verdict {
-        self.rules.iter().find_map(|rule| rule.decide(key)).unwrap_or(self.default)
+        match &self.policy {
+            Some(p) => p.verdict(key),
+            None => self.rules.iter().find_map(|rule| rule.decide(key)).unwrap_or(self.default),
+        }
     }
 
     /// Generation number assigned at publication; 0 for the initial table.

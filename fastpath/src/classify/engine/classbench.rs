@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! @<src>/<len> <dst>/<len> <sp_lo> : <sp_hi> <dp_lo> : <dp_hi> <proto>/<mask> <flags>/<mask>
-//! @237.73.3.4/32	67.236.63.210/32	0 : 65535	1711 : 1711	0x06/0xFF	0x0000/0x0200
+//! @237.73.3.4/32  67.236.63.210/32  0 : 65535  1711 : 1711  0x06/0xFF  0x0000/0x0200
 //! ```
 //!
 //! Trace: one header per line, addresses as decimal `u32`, then ports, protocol, a flags word and
@@ -12,7 +12,7 @@
 //! match: ground truth comes from [`LinearScan`]):
 //!
 //! ```text
-//! 0	4114795065	0	123	6	33559040	238
+//! 0  4114795065  0  123  6  33559040  238
 //! ```
 //!
 //! Flags are ignored (as by rte_acl's test program): matching uses the five classic fields.
@@ -201,7 +201,10 @@ pub fn parse_filters(text: &str, file: &str) -> Result<Vec<Filter>, ClassBenchEr
         let body = line.strip_prefix('@').ok_or_else(|| c.err("a filter starts with '@'"))?;
         let f: Vec<&str> = body.split_whitespace().collect();
         if f.len() < 9 {
-            return Err(c.err(format!("expected 9 or 10 fields (src dst sp_lo : sp_hi dp_lo : dp_hi proto/mask [flags/mask]), found {}", f.len())));
+            return Err(c.err(format!(
+                "expected 9 or 10 fields (src dst sp_lo : sp_hi dp_lo : dp_hi proto/mask [flags/mask]), found {}",
+                f.len()
+            )));
         }
         let (src, src_len) = c.prefix(f[0], "source")?;
         let (dst, dst_len) = c.prefix(f[1], "destination")?;
@@ -279,11 +282,8 @@ pub fn synthesize_headers(filters: &[Filter], per_filter: usize, seed: u64) -> V
                     }
                 }
             };
-            let proto = if f.proto_mask == 0 {
-                [6u8, 17, 1, 0][usize::try_from(r >> 40).unwrap_or(0) % 4]
-            } else {
-                f.proto
-            };
+            let proto =
+                if f.proto_mask == 0 { [6u8, 17, 1, 0][usize::try_from(r >> 40).unwrap_or(0) % 4] } else { f.proto };
             out.push(Header {
                 src: pick_addr(f.src, f.src_len, r),
                 dst: pick_addr(f.dst, f.dst_len, r.rotate_left(17)),
@@ -298,54 +298,61 @@ pub fn synthesize_headers(filters: &[Filter], per_filter: usize, seed: u64) -> V
 }
 
 /// A linear first-match scan over a filter set, written against ClassBench's own semantics (and
-/// not through the classifier's rule expansion), laid out as arrays so it is a fair baseline.
+/// not through the classifier's rule expansion): the oracle of the tests and of `moat bench
+/// classify`, and its "linear" baseline. Filters are pre-masked, one 24-byte record each.
 #[derive(Debug, Clone, Default)]
 pub struct LinearScan {
-    src: Vec<u32>,
-    src_mask: Vec<u32>,
-    dst: Vec<u32>,
-    dst_mask: Vec<u32>,
-    ports: Vec<[u16; 4]>,
-    proto: Vec<u8>,
-    proto_mask: Vec<u8>,
+    filters: Vec<Masked>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Masked {
+    src: u32,
+    src_mask: u32,
+    dst: u32,
+    dst_mask: u32,
+    ports: [u16; 4],
+    proto: u8,
+    proto_mask: u8,
 }
 
 impl LinearScan {
     pub fn new(filters: &[Filter]) -> LinearScan {
-        let mut s = LinearScan::default();
-        for f in filters {
-            let sm = prefix_mask(f.src_len);
-            let dm = prefix_mask(f.dst_len);
-            s.src.push(f.src & sm);
-            s.src_mask.push(sm);
-            s.dst.push(f.dst & dm);
-            s.dst_mask.push(dm);
-            s.ports.push([f.src_ports.0, f.src_ports.1, f.dst_ports.0, f.dst_ports.1]);
-            s.proto.push(f.proto & f.proto_mask);
-            s.proto_mask.push(f.proto_mask);
-        }
-        s
+        let filters = filters
+            .iter()
+            .map(|f| {
+                let src_mask = prefix_mask(f.src_len);
+                let dst_mask = prefix_mask(f.dst_len);
+                Masked {
+                    src: f.src & src_mask,
+                    src_mask,
+                    dst: f.dst & dst_mask,
+                    dst_mask,
+                    ports: [f.src_ports.0, f.src_ports.1, f.dst_ports.0, f.dst_ports.1],
+                    proto: f.proto & f.proto_mask,
+                    proto_mask: f.proto_mask,
+                }
+            })
+            .collect();
+        LinearScan { filters }
     }
 
     /// Index of the first filter matching `h`.
     pub fn first_match(&self, h: &Header) -> Option<u32> {
-        let it = self
-            .src
-            .iter()
-            .zip(&self.src_mask)
-            .zip(self.dst.iter().zip(&self.dst_mask))
-            .zip(self.ports.iter().zip(self.proto.iter().zip(&self.proto_mask)));
-        for (i, (((&s, &sm), (&d, &dm)), (p, (&pr, &pm)))) in it.enumerate() {
-            if h.src & sm == s
-                && h.dst & dm == d
-                && p[0] <= h.src_port
-                && h.src_port <= p[1]
-                && p[2] <= h.dst_port
-                && h.dst_port <= p[3]
-                && h.proto & pm == pr
+        let mut i = 0;
+        while i < self.filters.len() {
+            let f = &self.filters[i];
+            if h.src & f.src_mask == f.src
+                && h.dst & f.dst_mask == f.dst
+                && f.ports[0] <= h.src_port
+                && h.src_port <= f.ports[1]
+                && f.ports[2] <= h.dst_port
+                && h.dst_port <= f.ports[3]
+                && h.proto & f.proto_mask == f.proto
             {
                 return u32::try_from(i).ok();
             }
+            i += 1;
         }
         None
     }

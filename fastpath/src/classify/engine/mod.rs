@@ -27,33 +27,38 @@
 //! small-source-and-destination, small-source, small-destination, neither. Each subset gets its own
 //! tree, cut mostly along its small fields, where replication stays low.
 //!
-//! **Trees (HiCuts with aligned power-of-two cuts).** Every node cuts one or two dimensions into
+//! **Trees (HiCuts with aligned power-of-two cuts).** Every node cuts one dimension into
 //! `2^bits` equal, *aligned* pieces, so a node's region is always a prefix in each dimension and the
 //! child index is a shift and a mask of key bits — no comparisons, no search inside a node. The
-//! number of cuts per node follows HiCuts' space measure (children plus replicated rules at most
-//! `spfac` × rules), with a wider root; the dimension is the one that minimises the largest child.
-//! A node keeps only the boxes that intersect it and drops every box after the first one that covers
-//! its whole region (they can never be the first match there), and fully covered boxes behind a
-//! covering box in small nodes. Siblings with identical box lists that all span the siblings' ranges
-//! share one subtree; identical leaves share their blocks. A node with at most `binth` boxes is a
-//! leaf.
+//! number of cuts per node follows HiCuts' space measure (children plus replicated boxes at most
+//! `spfac` × boxes), with a wider root; the dimension is the one that minimises the largest child.
+//! Before cutting, a node's region is *compacted* to the smallest aligned prefix that holds its
+//! boxes in every dimension, so cuts spend their bits where the boxes differ (keys outside that
+//! prefix match none of the node's boxes, and leaves check full boxes, so their routing does not
+//! matter). A node keeps only the boxes that intersect it, drops every box after the first one that
+//! covers its whole region, and in small nodes every box covered by an earlier one. Nodes whose boxes
+//! have the same geometry relative to their regions share one subtree; identical leaves share their
+//! blocks. A node becomes a leaf at `binth` boxes or fewer, or at `leaf_max` or fewer when no cut
+//! halves it; a size budget (per tree, linear in its boxes) turns the remaining nodes into longer
+//! leaves instead of letting adversarial sets grow the structure without bound.
 //!
-//! **Flat memory.** A tree is an arena of 16-byte [`tree::Slot`]s (four per cache line): a child
+//! **Flat memory.** A tree is an arena of 8-byte [`tree::Slot`]s (eight per cache line): a child
 //! slot *is* the child's header (dimension, shift, mask, base index of its children), so one step is
-//! one random access. Leaves point into an arena of 64-byte-aligned [`tree::Block`]s that hold up to
-//! eight boxes in structure-of-arrays form (per dimension: eight lower bounds, eight spans), checked
-//! with a branch-free `(key - lo) <= span` over all lanes — code that LLVM turns into SSE/AVX
-//! compares without `unsafe` — and the first matching lane is the best rule of the block (boxes are
-//! in priority order). Nothing is allocated at lookup time; the only per-lookup memory is a
-//! stack array.
+//! one random access and a shift-and-mask, with no comparison. Leaves point into arenas of
+//! 64-byte-aligned blocks holding eight boxes (or four, for leaves of at most four boxes: half the
+//! cache lines) in structure-of-arrays form — per dimension, the lanes' lower bounds and spans —
+//! checked with a branch-free `(key - lo) <= span` over all lanes, written so that LLVM vectorises it
+//! with baseline SSE2 (no `unsafe`, no intrinsics); the lowest matching rule of the block falls out of
+//! a lane-wise minimum (boxes are in priority order). Nothing is allocated at lookup time; the only
+//! per-lookup memory is stack arrays.
 //!
-//! **Batches.** [`Classifier::lookup_batch`] walks each tree *level by level across the batch*:
-//! every load of a level is independent of the others, so an out-of-order core has a whole batch of
-//! cache misses in flight instead of one pointer chase at a time (the effect rte_acl gets from its
-//! interleaved "flows" and explicit prefetch, here without `unsafe`). Leaves are slots whose masks
-//! are zero and whose base is their own index, so a walk takes a fixed number of steps without a
-//! data-dependent branch. Trees are visited in order of their best rule; a tree (or a leaf block)
-//! whose best rule cannot beat the match already found is skipped.
+//! **Batches.** [`Classifier::lookup_batch`] walks each tree *level by level across the batch*
+//! (32 keys): the loads of one level are independent of each other, so an out-of-order core has many
+//! cache misses in flight instead of one pointer chase at a time — the effect rte_acl gets from its
+//! interleaved flows, here without `unsafe` prefetches. Only keys still inside the tree are walked
+//! (an active list shrinks as keys reach their leaves). Trees are visited in order of their best
+//! rule; a key whose match already beats a tree's best rule skips that tree, and a leaf block whose
+//! first rule cannot beat the current match is not checked.
 //!
 //! **Why this and not the others.** RFC/cross-producting gives the fewest memory accesses but its
 //! tables grow with the product of per-field class counts (hundreds of MB for 10K fw sets, minutes
@@ -61,7 +66,8 @@
 //! bit-vector schemes touch `rules/8` bytes per field per lookup. Decision trees with partitioning
 //! give a handful of accesses per lookup within a few MB, build in milliseconds, and the aligned
 //! cuts make each step branch-free arithmetic. rte_acl is itself a multi-trie over bytes of the key
-//! (one step per key byte, up to 13 for IPv4); aligned multi-bit cuts take 2–4 steps per tree.
+//! (one dependent step per key byte, up to 13 for IPv4); aligned multi-bit cuts take 3–7 steps per
+//! lookup in total on the 10K ClassBench sets, plus one or two leaf blocks.
 //!
 //! # Invariants
 //! - A built [`Classifier`] is immutable and `Send + Sync`; lookups never allocate or panic.
@@ -197,7 +203,15 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { binth: 8, spfac: 4.0, max_bits: 8, root_max_bits: 16, small_prefix: 16, merge_below: 0, leaf_max: 24 }
+        BuildOptions {
+            binth: 8,
+            spfac: 4.0,
+            max_bits: 8,
+            root_max_bits: 16,
+            small_prefix: 16,
+            merge_below: 0,
+            leaf_max: 24,
+        }
     }
 }
 
@@ -316,13 +330,7 @@ impl Classifier {
         }
         let params = Params::from_options(options);
         let small = options.small_prefix.min(32);
-        let v4 = Forest::build(
-            boxes4,
-            [32, 32, PORT_BITS, PORT_BITS, PI_BITS],
-            (0, 1),
-            small,
-            &params,
-        )?;
+        let v4 = Forest::build(boxes4, [32, 32, PORT_BITS, PORT_BITS, PI_BITS], (0, 1), small, &params)?;
         let v6 = Forest::build(
             boxes6,
             [32, 32, 32, 32, 32, 32, 32, 32, PORT_BITS, PORT_BITS, PI_BITS],
@@ -364,6 +372,7 @@ impl Classifier {
 
     /// `out[i] = lookup(&keys[i])` for `i < min(keys.len(), out.len())`, walking [`BATCH`] keys at a
     /// time so that their memory accesses overlap.
+    #[inline(never)]
     pub fn lookup_batch(&self, keys: &[FlowKey], out: &mut [Option<Match>]) {
         let mut k4 = [[0u32; K4]; BATCH];
         let mut i4 = [0usize; BATCH];
@@ -393,6 +402,7 @@ impl Classifier {
 
     /// Batched lookup on keys already in the IPv4 layout (see [`Classifier::ipv4_key`]); the
     /// result is the rule index or `None`. This is what a worker uses after parsing an IPv4 batch.
+    #[inline(never)] // one call per batch; keeps the batch loop one unit for profilers
     pub fn lookup_batch_ipv4(&self, keys: &[[u32; 8]], out: &mut [u32]) {
         for (keys, out) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
             self.v4.lookup_batch(keys, out);

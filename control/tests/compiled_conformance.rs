@@ -1,0 +1,408 @@
+//! The shared conformance suites through the compiled path: every flow the evaluator's
+//! conformance tests check (Kubernetes e2e netpol: 48 cases, every probe matrix; Cyclonus probe,
+//! traffic and matcher cases; policy-assistant NetworkPolicy cases) is decided by the compiled
+//! [`PolicyTable`] and must give the expected verdict *and* the evaluator's verdict and trace.
+// Integration tests: a panic is the assertion (helpers outside #[test] fns too).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+
+mod common;
+
+use common::*;
+use moat_control::compile::{Compiler, flow_key, flow_of_key, side_trace, zones_of};
+use moat_control::model::{LabelMap, Model, NamedPort, Protocol};
+use moat_control::resolve::Resolved;
+use moat_control::{Evaluator, Flow, FlowEnd, Verdict};
+use moat_fastpath::classify::PolicyTable;
+use moat_fastpath::classify::policy::SideDecision;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// The compiled table and the evaluator of one model.
+struct Both {
+    ev: Evaluator,
+    resolved: Resolved,
+    table: PolicyTable,
+}
+
+type Side = Option<(Verdict, Vec<String>)>;
+
+/// Compiled answer: (verdict, egress, ingress).
+struct Answer {
+    verdict: Verdict,
+    egress: Side,
+    ingress: Side,
+}
+
+fn fast(v: moat_fastpath::classify::Verdict) -> Verdict {
+    match v {
+        moat_fastpath::classify::Verdict::Allow => Verdict::Allow,
+        moat_fastpath::classify::Verdict::Deny => Verdict::Deny,
+    }
+}
+
+impl Both {
+    fn new(m: &Model) -> Both {
+        let resolved = Resolved::new(m);
+        let (table, _) = Compiler::new().compile(&resolved, zones_of(m)).unwrap();
+        Both { ev: Evaluator::from_resolved(m, resolved.clone()), resolved, table }
+    }
+
+    /// Decide `flow` compiled; panic when verdict or trace differ from the evaluator's.
+    fn decide(&self, flow: &Flow) -> Answer {
+        let key = flow_key(flow).unwrap();
+        let d = self.table.decide(&key);
+        let side = |s: &Option<SideDecision>| s.as_ref().map(|s| (fast(s.verdict), side_trace(&self.table, s)));
+        let got = Answer { verdict: fast(d.verdict), egress: side(&d.egress), ingress: side(&d.ingress) };
+        let want = self.ev.evaluate(&flow_of_key(&key, &self.resolved));
+        let strings = |s: &Option<moat_control::evaluate::SideResult>| {
+            s.as_ref().map(|s| (s.verdict, s.policies.iter().map(ToString::to_string).collect::<Vec<_>>()))
+        };
+        assert_eq!(
+            (got.verdict, &got.egress, &got.ingress),
+            (want.verdict, &strings(&want.egress), &strings(&want.ingress)),
+            "compiled and evaluator differ on {flow:?}"
+        );
+        got
+    }
+}
+
+fn allowed(s: &Side) -> bool {
+    s.as_ref().unwrap().0 == Verdict::Allow
+}
+
+// ---- Kubernetes e2e ----------------------------------------------------------------------
+
+fn e2e_topology(case: &Value) -> Model {
+    let mut m = Model::new();
+    for ns in case["namespaces"].as_array().into_iter().flatten() {
+        m.insert(namespace(ns["name"].as_str().unwrap(), labels(&ns["labels"])));
+    }
+    for p in case["pods"].as_array().into_iter().flatten() {
+        let ports = p["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                named_port(
+                    c["portName"].as_str().unwrap(),
+                    c["protocol"].as_str().unwrap(),
+                    c["port"].as_u64().unwrap() as u16,
+                )
+            })
+            .collect();
+        m.insert(pod(
+            p["namespace"].as_str().unwrap(),
+            p["name"].as_str().unwrap(),
+            labels(&p["labels"]),
+            p["ip"].as_str().unwrap(),
+            ports,
+        ));
+    }
+    m
+}
+
+fn e2e_action(m: &mut Model, action: &Value) {
+    let (kind, body) = action.as_object().and_then(|o| o.iter().next()).expect("action");
+    match kind.as_str() {
+        "createPolicy" | "updatePolicy" => apply_object(m, body["policy"].clone(), body["namespace"].as_str()),
+        "deleteAllPolicies" => m.clear_policies(),
+        "addNamespaceLabels" => {
+            let ns = m.namespaces.get_mut(body["namespace"].as_str().unwrap()).unwrap();
+            ns.labels.extend(labels(&body["labels"]));
+        }
+        "addPodLabels" => {
+            let (ns, name) = body["pod"].as_str().unwrap().split_once('/').unwrap();
+            m.pods.get_mut(&(ns.to_string(), name.to_string())).unwrap().labels.extend(labels(&body["labels"]));
+        }
+        other => panic!("unknown action {other}"),
+    }
+}
+
+fn pod_end(m: &Model, s: &str) -> FlowEnd {
+    let (ns, name) = s.split_once('/').unwrap();
+    let pod = &m.pods[&(ns.to_string(), name.to_string())];
+    FlowEnd {
+        ip: pod.ips[0],
+        endpoint: Some(moat_control::resolve::EndpointId::Workload { namespace: ns.into(), name: name.into() }),
+    }
+}
+
+fn tcp_flow(src: FlowEnd, dst: FlowEnd, proto: &str, port: u16) -> Flow {
+    Flow {
+        src,
+        dst,
+        protocol: Protocol::parse(proto).unwrap().number(),
+        src_port: Some(40000),
+        dst_port: Some(port),
+        icmp_type: None,
+        icmp_code: None,
+    }
+}
+
+#[test]
+fn compiled_k8s_e2e_netpol_cases() {
+    let Some(dir) = conformance_dir("compiled k8s_e2e_netpol") else { return };
+    let data = read_json(&dir.join("k8s_e2e_netpol/cases.json"));
+    let cases = data["cases"].as_array().unwrap();
+    let (mut checked, mut probes, mut mismatches) = (0usize, 0usize, Vec::new());
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let mut m = e2e_topology(case);
+        for (si, step) in case["steps"].as_array().unwrap().iter().enumerate() {
+            for a in step["actions"].as_array().into_iter().flatten() {
+                e2e_action(&mut m, a);
+            }
+            let both = Both::new(&m);
+            for probe in step["probes"].as_array().into_iter().flatten() {
+                probes += 1;
+                let port = probe["port"].as_u64().unwrap() as u16;
+                let proto = probe["protocol"].as_str().unwrap();
+                for (from, row) in probe["expected"].as_object().unwrap() {
+                    for (to, want) in row.as_object().unwrap() {
+                        if from == to {
+                            continue;
+                        }
+                        let got = both.decide(&tcp_flow(pod_end(&m, from), pod_end(&m, to), proto, port));
+                        checked += 1;
+                        if (got.verdict == Verdict::Allow) != want.as_bool().unwrap() {
+                            mismatches.push(format!("{name} step {si} {proto}/{port} {from} -> {to}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "compiled k8s e2e netpol: {} cases, {probes} probes, {checked} pod pairs, {} mismatches",
+        cases.len(),
+        mismatches.len()
+    );
+    assert_eq!(cases.len(), 48);
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
+
+// ---- Cyclonus ----------------------------------------------------------------------------
+
+#[test]
+fn compiled_cyclonus_simple_example_probe() {
+    let Some(dir) = conformance_dir("compiled cyclonus probe") else { return };
+    let data = read_json(&dir.join("cyclonus/simple_example_probe.json"));
+    let mut m = Model::new();
+    let res = &data["resources"];
+    for (ns, l) in res["Namespaces"].as_object().unwrap() {
+        m.insert(namespace(ns, labels(l)));
+    }
+    // The data gives pods of namespaces y and z the same addresses. A dataplane identifies
+    // endpoints by address, so here every pod gets its own (the probes are about pods, the
+    // addresses are incidental); the evaluator's own conformance test keeps the originals.
+    let mut used = BTreeSet::new();
+    let mut readdressed = 0;
+    for p in res["Pods"].as_array().unwrap() {
+        let mut ip = p["IP"].as_str().unwrap().to_string();
+        if !used.insert(ip.clone()) {
+            readdressed += 1;
+            ip = format!("192.168.2.{readdressed}");
+            used.insert(ip.clone());
+        }
+        let ports = p["Containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                named_port(
+                    c["PortName"].as_str().unwrap(),
+                    c["Protocol"].as_str().unwrap(),
+                    c["Port"].as_u64().unwrap() as u16,
+                )
+            })
+            .collect();
+        m.insert(pod(p["Namespace"].as_str().unwrap(), p["Name"].as_str().unwrap(), labels(&p["Labels"]), &ip, ports));
+    }
+    for pol in data["policies"].as_array().unwrap() {
+        apply_object(&mut m, pol.clone(), None);
+    }
+    let both = Both::new(&m);
+    let (mut checked, mut mismatches) = (0, Vec::new());
+    for probe in data["probes"].as_array().unwrap() {
+        let port = probe["port"].as_u64().unwrap() as u16;
+        let proto = probe["protocol"].as_str().unwrap();
+        for table in ["ingress", "egress", "combined"] {
+            for (from, row) in probe["expected"][table].as_object().unwrap() {
+                for (to, want) in row.as_object().unwrap() {
+                    let want = match want.as_str().unwrap() {
+                        "allowed" => true,
+                        "blocked" => false,
+                        _ => continue,
+                    };
+                    let r = both.decide(&tcp_flow(pod_end(&m, from), pod_end(&m, to), proto, port));
+                    let got = match table {
+                        "ingress" => allowed(&r.ingress),
+                        "egress" => allowed(&r.egress),
+                        _ => r.verdict == Verdict::Allow,
+                    };
+                    checked += 1;
+                    if got != want {
+                        mismatches.push(format!("{proto}/{port} {table} {from} -> {to}: got {got}"));
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "compiled cyclonus probe: {checked} verdicts, {} mismatches ({readdressed} pods given their own address)",
+        mismatches.len()
+    );
+    assert!(checked > 0);
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
+
+fn cyclonus_traffic(policies: &[Value], t: &Value) -> bool {
+    let mut m = Model::new();
+    let port = t["ResolvedPort"].as_u64().map(|p| p as u16).unwrap_or(8080);
+    let proto = t["Protocol"].as_str().unwrap();
+    let mut end = |key: &str, name: &str| -> FlowEnd {
+        let peer = &t[key];
+        let ip = peer["IP"].as_str().unwrap();
+        let internal = &peer["Internal"];
+        if internal.is_null() {
+            return FlowEnd { ip: ip.parse().unwrap(), endpoint: None };
+        }
+        let ns = internal["Namespace"].as_str().unwrap();
+        let mut ns_labels = labels(&internal["NamespaceLabels"]);
+        if let Some(existing) = m.namespaces.get(ns) {
+            ns_labels.extend(existing.labels.clone());
+        }
+        m.insert(namespace(ns, ns_labels));
+        let mut ports: Vec<NamedPort> = Vec::new();
+        if key == "Destination" {
+            if let Some(pn) = t["ResolvedPortName"].as_str() {
+                ports.push(named_port(pn, proto, port));
+            }
+        }
+        m.insert(pod(ns, name, labels(&internal["PodLabels"]), ip, ports));
+        FlowEnd {
+            ip: ip.parse().unwrap(),
+            endpoint: Some(moat_control::resolve::EndpointId::Workload { namespace: ns.into(), name: name.into() }),
+        }
+    };
+    let src = end("Source", "traffic-src");
+    let dst = end("Destination", "traffic-dst");
+    for p in policies {
+        apply_object(&mut m, p.clone(), None);
+    }
+    Both::new(&m).decide(&tcp_flow(src, dst, proto, port)).verdict == Verdict::Allow
+}
+
+#[test]
+fn compiled_cyclonus_traffic_and_matcher_cases() {
+    let Some(dir) = conformance_dir("compiled cyclonus traffic") else { return };
+    let data = read_json(&dir.join("cyclonus/simple_example_traffic.json"));
+    let policies = data["policies"].as_array().unwrap();
+    let mut mismatches = Vec::new();
+    let cases = data["cases"].as_array().unwrap();
+    for (i, c) in cases.iter().enumerate() {
+        if cyclonus_traffic(policies, c) != c["expectedAllowed"].as_bool().unwrap() {
+            mismatches.push(format!("traffic case {i}"));
+        }
+    }
+    let data = read_json(&dir.join("cyclonus/matcher_unit_cases.json"));
+    let matcher = data["cases"].as_array().unwrap();
+    for c in matcher {
+        if cyclonus_traffic(c["policies"].as_array().unwrap(), &c["traffic"]) != c["expectedAllowed"].as_bool().unwrap()
+        {
+            mismatches.push(format!("{} / {}", c["describe"], c["it"]));
+        }
+    }
+    eprintln!(
+        "compiled cyclonus: {} traffic + {} matcher cases, {} mismatches",
+        cases.len(),
+        matcher.len(),
+        mismatches.len()
+    );
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
+
+// ---- policy-assistant --------------------------------------------------------------------
+
+#[test]
+fn compiled_policy_assistant_netpol_cases() {
+    let Some(dir) = conformance_dir("compiled policy_assistant") else { return };
+    let data = read_json(&dir.join("policy_assistant/integration_cases.json"));
+    let (mut run, mut checked, mut mismatches) = (0, 0usize, Vec::new());
+    for case in data["cases"].as_array().unwrap() {
+        let name = format!("{} / {}", case["suite"].as_str().unwrap(), case["name"].as_str().unwrap());
+        if case["anps"].as_array().is_some_and(|a| !a.is_empty()) || !case["banp"].is_null() {
+            continue;
+        }
+        run += 1;
+        let r = &case["resources"];
+        let strs = |v: &Value| -> Vec<String> {
+            v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
+        };
+        let (nss, pods, protos) = (strs(&r["namespaces"]), strs(&r["podNames"]), strs(&r["protocols"]));
+        let ports: Vec<u16> = r["ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u16).collect();
+        let mut m = Model::new();
+        for (ni, ns) in nss.iter().enumerate() {
+            m.insert(namespace(ns, LabelMap::from([("ns".to_string(), ns.clone())])));
+            for (pi, p) in pods.iter().enumerate() {
+                let named = ports
+                    .iter()
+                    .flat_map(|port| {
+                        protos
+                            .iter()
+                            .map(move |pr| named_port(&format!("serve-{port}-{}", pr.to_lowercase()), pr, *port))
+                    })
+                    .collect();
+                let ip = format!("10.{}.0.{}", ni + 1, pi + 10);
+                m.insert(pod(ns, p, LabelMap::from([("pod".to_string(), p.clone())]), &ip, named));
+            }
+        }
+        for np in case["netpols"].as_array().into_iter().flatten() {
+            apply_object(&mut m, np.clone(), None);
+        }
+        let both = Both::new(&m);
+        let listed = |key: &str| -> BTreeSet<(String, String, u64, String)> {
+            case[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    (
+                        f["from"].as_str().unwrap().to_string(),
+                        f["to"].as_str().unwrap().to_string(),
+                        f["port"].as_u64().unwrap(),
+                        f["protocol"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let (non_in, non_eg) = (listed("nonDefaultIngress"), listed("nonDefaultEgress"));
+        let (default_in, default_eg) = (case["defaultIngress"] == "allowed", case["defaultEgress"] == "allowed");
+        let all: Vec<String> = nss.iter().flat_map(|n| pods.iter().map(move |p| format!("{n}/{p}"))).collect();
+        for from in &all {
+            for to in &all {
+                if from == to {
+                    continue;
+                }
+                for port in &ports {
+                    for proto in &protos {
+                        let got = both.decide(&tcp_flow(pod_end(&m, from), pod_end(&m, to), proto, *port));
+                        let key = (from.clone(), to.clone(), u64::from(*port), proto.clone());
+                        let want_in = default_in != non_in.contains(&key);
+                        let want_eg = default_eg != non_eg.contains(&key);
+                        checked += 2;
+                        if allowed(&got.ingress) != want_in || allowed(&got.egress) != want_eg {
+                            mismatches.push(format!("{name}: {from} -> {to} {proto}/{port}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "compiled policy-assistant: {run} NetworkPolicy cases, {checked} side verdicts, {} mismatches",
+        mismatches.len()
+    );
+    assert!(run >= 2);
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}

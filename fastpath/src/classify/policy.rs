@@ -1,0 +1,756 @@
+//! The compiled Calico policy the workers consult for each new flow: [`PolicyTable`] and its
+//! allocation-free lookup [`PolicyTable::decide`].
+//!
+//! The table is built by `moat_control::compile` from the same resolution the reference evaluator
+//! uses; this module only defines the immutable structure and walks it. Its shape mirrors how
+//! Felix programs a dataplane — per endpoint and direction, a chain of tiers, each an ordered list
+//! of policies — with every policy's rules precompiled into one multi-field [`Classifier`]:
+//!
+//! ```text
+//! address ──HashMap──► endpoint ──► chain[direction] ──► steps (tiers in order)
+//!                                                         │  policies in order: Classifier lookup
+//!                                                         │  (first terminal rule) + Log rules
+//!                                                         │  end of tier: Deny / Pass with trace
+//!                                                         └► profile: Allow / Deny with trace
+//! ```
+//!
+//! * A **policy stage** ([`PolicyRules`]) holds one policy's rules for one direction. Terminal
+//!   rules (Allow, Deny, Pass) go into a first-match matcher whose payload is the rule's
+//!   position: a linear scan (address sets bisected) up to [`LINEAR_MAX_PIECES`] classifier
+//!   rules — most policies have a handful, and a decision-tree [`Classifier`] costs milliseconds
+//!   and tens of kilobytes to build even for one rule — and the multi-field [`Classifier`] above
+//!   that. Log rules (record and continue) are kept beside it and checked linearly, only those
+//!   positioned before the deciding rule — Log rules are rare, and a first-match classifier
+//!   cannot express "match and continue".
+//! * A **step** is one tier for one endpoint: the policies that apply to it in order, and the
+//!   end-of-tier action (Deny or Pass with its trace entry). Failsafe, doNotTrack and preDNAT
+//!   steps (host endpoints) have no end-of-tier entry: they fall through.
+//! * **Verdict semantics per step kind**: Allow is final except in a preDNAT step, where it skips
+//!   the remaining preDNAT steps and continues with normal policy; Deny is final everywhere; Pass
+//!   moves to the next step.
+//! * **Keys without an ICMP header** (every non-ICMP packet, and later fragments of ICMP ones) are
+//!   looked up in a policy's *plain* classifier when it has one: a `notICMP` rule matches such keys
+//!   unconditionally, which the classifier's ICMP dimension cannot say together with "ICMP, other
+//!   type". Policies without `notICMP` rules have no plain variant.
+//!
+//! Traces are indices into the table's [`TraceInfo`] list (Calico's flow-log string without its
+//! position), at most [`MAX_TRACE`] per side; a longer trace (only possible with many matching Log
+//! rules) keeps its first entries and sets [`SideDecision::truncated`], the verdict is unaffected.
+//!
+//! # Invariants
+//! - [`PolicyTable::new`] checks every index (chains, steps, policies, traces), so a lookup never
+//!   indexes out of range; a lookup that still meets an inconsistency denies (fail closed).
+//! - `decide` never allocates, never panics.
+
+use super::engine::{Action, AddrSet, BuildError, Classifier, IcmpMatch, PortSet, ProtoSet, Rule};
+use super::{FlowKey, Verdict};
+use ipnetwork::IpNetwork;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Index into [`PolicyTable::traces`].
+pub type TraceId = u32;
+
+/// Longest trace kept per side.
+pub const MAX_TRACE: usize = 24;
+
+/// One flow-log policy hit without its position: `tier|name|action|ruleIndex`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TraceInfo {
+    pub tier: String,
+    pub name: String,
+    pub action: Action,
+    /// Rule index in the policy; -1 for end-of-tier and no-match entries.
+    pub rule_index: i64,
+}
+
+impl TraceInfo {
+    pub fn action_str(&self) -> &'static str {
+        match self.action {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+            Action::Pass => "pass",
+            Action::Log => "log",
+        }
+    }
+
+    /// The Calico flow-log string at position `index` of a trace.
+    pub fn render(&self, index: usize) -> String {
+        format!("{index}|{}|{}|{}|{}", self.tier, self.name, self.action_str(), self.rule_index)
+    }
+}
+
+/// One rule of a policy stage, as the compiler hands it over. `pieces` are the classifier rules
+/// whose union is the rule (named ports split a rule by port value); `plain_pieces`, when given,
+/// replace them for keys without an ICMP header. The pieces' `action` and `payload` are set by
+/// [`PolicyRules::build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub action: Action,
+    pub trace: TraceId,
+    pub pieces: Vec<Rule>,
+    pub plain_pieces: Option<Vec<Rule>>,
+}
+
+/// Address set for the linear matcher: sorted, disjoint ranges searched by bisection.
+#[derive(Debug, Clone)]
+struct Addrs {
+    any: bool,
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+fn merged<T: Ord + Copy>(mut v: Vec<(T, T)>, next: impl Fn(T) -> Option<T>) -> Vec<(T, T)> {
+    v.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(v.len());
+    for (lo, hi) in v {
+        match out.last_mut() {
+            Some(last) if next(last.1).is_none_or(|n| lo <= n) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+impl Addrs {
+    fn new(set: &AddrSet) -> Addrs {
+        let AddrSet::Nets(nets) = set else { return Addrs { any: true, v4: Vec::new(), v6: Vec::new() } };
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for n in nets {
+            match n {
+                IpNetwork::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNetwork::V6(n) => {
+                    let len = u32::from(n.prefix().min(128));
+                    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                    let lo = u128::from(n.ip()) & mask;
+                    v6.push((lo, lo | !mask));
+                }
+            }
+        }
+        Addrs { any: false, v4: merged(v4, |x: u32| x.checked_add(1)), v6: merged(v6, |x: u128| x.checked_add(1)) }
+    }
+
+    #[inline]
+    fn contains(&self, ip: IpAddr) -> bool {
+        if self.any {
+            return true;
+        }
+        match ip {
+            IpAddr::V4(a) => {
+                let x = u32::from(a);
+                let i = self.v4.partition_point(|r| r.1 < x);
+                self.v4.get(i).is_some_and(|r| r.0 <= x)
+            }
+            IpAddr::V6(a) => {
+                let x = u128::from(a);
+                let i = self.v6.partition_point(|r| r.1 < x);
+                self.v6.get(i).is_some_and(|r| r.0 <= x)
+            }
+        }
+    }
+}
+
+fn ports_match(p: &Option<Vec<(u16, u16)>>, port: u16) -> bool {
+    p.as_ref().is_none_or(|r| r.iter().any(|&(lo, hi)| lo <= port && port <= hi))
+}
+
+fn icmp_matches(m: IcmpMatch, icmp: Option<(u8, u8)>) -> bool {
+    match (m, icmp) {
+        (IcmpMatch::Any, _) => true,
+        (_, None) => false,
+        (IcmpMatch::Type(t), Some((kt, _))) => kt == t,
+        (IcmpMatch::TypeCode(t, c), Some(k)) => k == (t, c),
+        (IcmpMatch::NotType(t), Some((kt, _))) => kt != t,
+        (IcmpMatch::NotTypeCode(t, c), Some(k)) => k != (t, c),
+    }
+}
+
+/// A classifier rule in the form the linear matcher checks: the same meaning as
+/// `engine::reference::matches`, with address sets bisected instead of scanned.
+#[derive(Debug, Clone)]
+struct LinearRule {
+    src: Addrs,
+    dst: Addrs,
+    protos: [u64; 4],
+    src_ports: Option<Vec<(u16, u16)>>,
+    dst_ports: Option<Vec<(u16, u16)>>,
+    icmp: IcmpMatch,
+    action: Action,
+    position: u32,
+}
+
+impl LinearRule {
+    fn new(r: &Rule) -> LinearRule {
+        let protos = match &r.protocol {
+            ProtoSet::Any => [u64::MAX; 4],
+            ProtoSet::Only(v) => v.iter().fold([0u64; 4], |mut acc, &p| {
+                if let Some(w) = acc.get_mut(usize::from(p / 64)) {
+                    *w |= 1 << (p % 64);
+                }
+                acc
+            }),
+        };
+        let ports = |p: &PortSet| match p {
+            PortSet::Any => None,
+            PortSet::Ranges(r) => Some(r.clone()),
+        };
+        LinearRule {
+            src: Addrs::new(&r.src),
+            dst: Addrs::new(&r.dst),
+            protos,
+            src_ports: ports(&r.src_ports),
+            dst_ports: ports(&r.dst_ports),
+            icmp: r.icmp,
+            action: r.action,
+            position: r.payload,
+        }
+    }
+
+    #[inline]
+    fn matches(&self, key: &FlowKey) -> bool {
+        let proto_ok =
+            self.protos.get(usize::from(key.protocol / 64)).is_some_and(|w| w & (1 << (key.protocol % 64)) != 0);
+        proto_ok
+            && key.src.is_ipv4() == key.dst.is_ipv4()
+            && ports_match(&self.dst_ports, key.dst_port)
+            && ports_match(&self.src_ports, key.src_port)
+            && icmp_matches(self.icmp, key.icmp)
+            && self.src.contains(key.src)
+            && self.dst.contains(key.dst)
+    }
+}
+
+/// Policies with few classifier rules (almost all of them) are matched linearly: building a
+/// decision-tree classifier costs milliseconds and tens of kilobytes even for one rule, while a
+/// scan of a handful of rules with bisected address sets is a few nanoseconds per rule.
+pub const LINEAR_MAX_PIECES: usize = 16;
+
+/// First-match over one policy's terminal rules.
+#[derive(Debug, Clone)]
+enum Matcher {
+    Linear(Vec<LinearRule>),
+    // Boxed: a classifier is large inline, and most policies are linear.
+    Tree(Box<Classifier>),
+}
+
+impl Matcher {
+    fn build(rules: &[Rule], linear_max: usize) -> Result<Option<Matcher>, BuildError> {
+        if rules.is_empty() {
+            Ok(None)
+        } else if rules.len() <= linear_max {
+            Ok(Some(Matcher::Linear(rules.iter().map(LinearRule::new).collect())))
+        } else {
+            Classifier::build(rules).map(|c| Some(Matcher::Tree(Box::new(c))))
+        }
+    }
+
+    /// `(position, action)` of the first matching rule.
+    #[inline]
+    fn first(&self, key: &FlowKey) -> Option<(u32, Action)> {
+        match self {
+            Matcher::Linear(rules) => rules.iter().find(|r| r.matches(key)).map(|r| (r.position, r.action)),
+            Matcher::Tree(c) => c.lookup(key).map(|m| (m.payload, m.action)),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Matcher::Linear(rules) => rules
+                .iter()
+                .map(|r| {
+                    std::mem::size_of::<LinearRule>()
+                        + (r.src.v4.len() + r.dst.v4.len()) * 8
+                        + (r.src.v6.len() + r.dst.v6.len()) * 32
+                })
+                .sum(),
+            Matcher::Tree(c) => c.bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LogRule {
+    position: u32,
+    trace: TraceId,
+    pieces: Vec<LinearRule>,
+    plain_pieces: Vec<LinearRule>,
+}
+
+/// One policy's rules for one direction, compiled.
+#[derive(Debug, Clone)]
+pub struct PolicyRules {
+    main: Option<Matcher>,
+    /// Variant for keys without an ICMP header; `None` when it would equal `main`.
+    plain: Option<Option<Matcher>>,
+    /// Trace id per rule position.
+    traces: Vec<TraceId>,
+    logs: Vec<LogRule>,
+    rules: usize,
+    pieces: usize,
+}
+
+impl PolicyRules {
+    /// Compiles one policy's rules (priority = position), linearly up to
+    /// [`LINEAR_MAX_PIECES`] classifier rules, as a decision tree above.
+    pub fn build(rules: Vec<RuleSpec>) -> Result<PolicyRules, BuildError> {
+        PolicyRules::build_with(rules, LINEAR_MAX_PIECES)
+    }
+
+    /// [`PolicyRules::build`] with an explicit linear/tree threshold (0: always a tree; tests use
+    /// it to check both matchers against the evaluator).
+    pub fn build_with(rules: Vec<RuleSpec>, linear_max: usize) -> Result<PolicyRules, BuildError> {
+        let mut main = Vec::new();
+        let mut plain = Vec::new();
+        let mut need_plain = false;
+        let mut traces = Vec::with_capacity(rules.len());
+        let mut logs = Vec::new();
+        let mut pieces = 0;
+        let n = rules.len();
+        for (position, spec) in rules.into_iter().enumerate() {
+            let position = u32::try_from(position).map_err(|_| BuildError::TooManyRules(n))?;
+            traces.push(spec.trace);
+            need_plain |= spec.plain_pieces.is_some();
+            let tag = |mut r: Rule| {
+                r.action = spec.action;
+                r.payload = position;
+                r
+            };
+            let p: Vec<Rule> = spec.pieces.into_iter().map(tag).collect();
+            let pp: Vec<Rule> = match spec.plain_pieces {
+                Some(v) => v.into_iter().map(tag).collect(),
+                None => p.clone(),
+            };
+            pieces += p.len();
+            if spec.action == Action::Log {
+                logs.push(LogRule {
+                    position,
+                    trace: spec.trace,
+                    pieces: p.iter().map(LinearRule::new).collect(),
+                    plain_pieces: pp.iter().map(LinearRule::new).collect(),
+                });
+            } else {
+                main.extend(p);
+                plain.extend(pp);
+            }
+        }
+        let plain = if need_plain { Some(Matcher::build(&plain, linear_max)?) } else { None };
+        Ok(PolicyRules { main: Matcher::build(&main, linear_max)?, plain, traces, logs, rules: n, pieces })
+    }
+
+    /// Number of rules (Log included).
+    pub fn len(&self) -> usize {
+        self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules == 0
+    }
+
+    /// Classifier rules after splitting (named ports), Log rules included.
+    pub fn pieces(&self) -> usize {
+        self.pieces
+    }
+
+    /// Whether the policy's terminal rules are in a decision-tree classifier (else linear).
+    pub fn uses_tree(&self) -> bool {
+        matches!(self.main, Some(Matcher::Tree(_)))
+    }
+
+    /// Bytes of the compiled matchers (approximate for linear ones).
+    pub fn bytes(&self) -> usize {
+        let c = |c: &Option<Matcher>| c.as_ref().map_or(0, Matcher::bytes);
+        c(&self.main) + self.plain.as_ref().map_or(0, c)
+    }
+
+    /// The first terminal rule matching `key` as `(action, trace)`; every Log rule before it
+    /// that matches is recorded into `trace` first.
+    #[inline]
+    fn first(&self, key: &FlowKey, trace: &mut SideDecision) -> Option<(Action, TraceId)> {
+        let plain = key.icmp.is_none() && self.plain.is_some();
+        let matcher = match (&self.plain, plain) {
+            (Some(p), true) => p.as_ref(),
+            _ => self.main.as_ref(),
+        };
+        let hit = matcher.and_then(|m| m.first(key));
+        let decided_at = hit.map_or(u32::MAX, |(position, _)| position);
+        for log in self.logs.iter().take_while(|l| l.position < decided_at) {
+            let pieces = if plain { &log.plain_pieces } else { &log.pieces };
+            if pieces.iter().any(|r| r.matches(key)) {
+                trace.push(log.trace);
+            }
+        }
+        let (position, action) = hit?;
+        let id = self.traces.get(position as usize).copied().unwrap_or(TraceId::MAX);
+        Some((action, id))
+    }
+}
+
+/// What kind of stage a step is; decides what Allow means and whether the end of a tier counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    /// Host-endpoint failsafe ports: Allow is final.
+    Failsafe,
+    /// doNotTrack policies: Allow and Deny final, the end of a tier falls through.
+    Untracked,
+    /// preDNAT policies: Deny final, Allow skips to normal policy, the end of a tier falls through.
+    PreDnat,
+    /// Normal policy: Allow and Deny final, the end of a tier applies `end`.
+    Normal,
+}
+
+/// One tier (or the failsafe list) for one endpoint and direction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Step {
+    pub kind: StepKind,
+    /// Indices into [`PolicyTable`]'s policy stages, in evaluation order.
+    pub policies: Vec<u32>,
+    /// End of tier: `Deny` (final) or `Pass` (continue) with its trace entry; `None` to fall
+    /// through silently.
+    pub end: Option<(Action, TraceId)>,
+}
+
+/// The whole decision for one endpoint and direction: steps, then the profile outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Chain {
+    pub steps: Vec<Step>,
+    pub profile: (Verdict, TraceId),
+}
+
+/// An endpoint policy is enforced on, for flow logs and for the walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub name: String,
+    /// `None` for host endpoints.
+    pub namespace: Option<String>,
+    pub host: bool,
+    /// Chain indices: `[ingress, egress]`.
+    pub chains: [u32; 2],
+}
+
+/// Which side of a flow a decision is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Ingress = 0,
+    Egress = 1,
+}
+
+/// The verdict of one side with its trace (indices into [`PolicyTable::trace_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SideDecision {
+    /// Index into [`PolicyTable::endpoints`].
+    pub endpoint: u32,
+    pub verdict: Verdict,
+    /// More than [`MAX_TRACE`] entries: the trace holds the first ones.
+    pub truncated: bool,
+    len: u8,
+    ids: [TraceId; MAX_TRACE],
+}
+
+impl SideDecision {
+    fn new(endpoint: u32) -> SideDecision {
+        SideDecision { endpoint, verdict: Verdict::Deny, truncated: false, len: 0, ids: [0; MAX_TRACE] }
+    }
+
+    #[inline]
+    fn push(&mut self, id: TraceId) {
+        match self.ids.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = id;
+                self.len += 1;
+            }
+            None => self.truncated = true,
+        }
+    }
+
+    /// Trace entries in order.
+    pub fn trace(&self) -> &[TraceId] {
+        self.ids.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+/// The decision for a new flow: allowed iff every known side allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowDecision {
+    pub verdict: Verdict,
+    pub egress: Option<SideDecision>,
+    pub ingress: Option<SideDecision>,
+}
+
+/// Everything a [`PolicyTable`] is made of; checked by [`PolicyTable::new`].
+#[derive(Debug, Clone, Default)]
+pub struct PolicyTableParts {
+    pub endpoints: Vec<EndpointInfo>,
+    /// Address → endpoint index (the first endpoint owning the address).
+    pub addresses: HashMap<IpAddr, u32>,
+    pub chains: Vec<Chain>,
+    pub policies: Vec<std::sync::Arc<PolicyRules>>,
+    pub traces: Vec<TraceInfo>,
+    /// IP pools: `(cidr, name)`; the longest prefix containing an address is its zone.
+    pub zones: Vec<(IpNetwork, String)>,
+}
+
+/// Why parts do not make a table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyTableError {
+    #[error("{what} {index} refers to missing {missing} {target}")]
+    Dangling { what: &'static str, index: usize, missing: &'static str, target: u64 },
+}
+
+/// The compiled policy of a cluster; immutable, `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct PolicyTable {
+    parts: PolicyTableParts,
+}
+
+impl PolicyTable {
+    /// Checks every index and sorts the zones for longest-prefix lookup.
+    pub fn new(mut parts: PolicyTableParts) -> Result<PolicyTable, PolicyTableError> {
+        let dangling = |what, index, missing, target: u64| PolicyTableError::Dangling { what, index, missing, target };
+        if let Some(&e) = parts.addresses.values().find(|&&e| e as usize >= parts.endpoints.len()) {
+            return Err(dangling("address", 0, "endpoint", u64::from(e)));
+        }
+        for (i, e) in parts.endpoints.iter().enumerate() {
+            for c in e.chains {
+                if c as usize >= parts.chains.len() {
+                    return Err(dangling("endpoint", i, "chain", u64::from(c)));
+                }
+            }
+        }
+        let ntraces = parts.traces.len();
+        let trace_ok = |t: TraceId| (t as usize) < ntraces;
+        for (i, c) in parts.chains.iter().enumerate() {
+            if !trace_ok(c.profile.1) {
+                return Err(dangling("chain", i, "trace", u64::from(c.profile.1)));
+            }
+            for s in &c.steps {
+                if let Some(&p) = s.policies.iter().find(|&&p| p as usize >= parts.policies.len()) {
+                    return Err(dangling("chain", i, "policy", u64::from(p)));
+                }
+                if let Some((_, t)) = s.end {
+                    if !trace_ok(t) {
+                        return Err(dangling("chain", i, "trace", u64::from(t)));
+                    }
+                }
+            }
+        }
+        for (i, p) in parts.policies.iter().enumerate() {
+            let bad = p.traces.iter().chain(p.logs.iter().map(|l| &l.trace)).find(|&&t| !trace_ok(t));
+            if let Some(&t) = bad {
+                return Err(dangling("policy", i, "trace", u64::from(t)));
+            }
+        }
+        parts.zones.sort_by(|a, b| b.0.prefix().cmp(&a.0.prefix()).then_with(|| a.1.cmp(&b.1)));
+        Ok(PolicyTable { parts })
+    }
+
+    pub fn endpoints(&self) -> &[EndpointInfo] {
+        &self.parts.endpoints
+    }
+
+    pub fn trace_info(&self, id: TraceId) -> Option<&TraceInfo> {
+        self.parts.traces.get(id as usize)
+    }
+
+    pub fn traces(&self) -> &[TraceInfo] {
+        &self.parts.traces
+    }
+
+    /// Compiled policy stages (for sizes and statistics).
+    pub fn policies(&self) -> &[std::sync::Arc<PolicyRules>] {
+        &self.parts.policies
+    }
+
+    pub fn chains(&self) -> &[Chain] {
+        &self.parts.chains
+    }
+
+    /// The parts, for an incremental recompile that reuses them.
+    pub fn parts(&self) -> &PolicyTableParts {
+        &self.parts
+    }
+
+    /// The endpoint owning an address.
+    #[inline]
+    pub fn endpoint_of(&self, ip: IpAddr) -> Option<u32> {
+        self.parts.addresses.get(&ip).copied()
+    }
+
+    /// The IP pool (zone) containing an address, longest prefix first.
+    pub fn zone(&self, ip: IpAddr) -> Option<&str> {
+        self.parts.zones.iter().find(|(n, _)| n.contains(ip)).map(|(_, z)| z.as_str())
+    }
+
+    /// Bytes of the compiled classifiers (the bulk of the structure).
+    pub fn classifier_bytes(&self) -> usize {
+        self.parts.policies.iter().map(|p| p.bytes()).sum()
+    }
+
+    /// Decides a new flow: the source's egress side and the destination's ingress side, each
+    /// when the address belongs to a known endpoint.
+    #[inline]
+    pub fn decide(&self, key: &FlowKey) -> FlowDecision {
+        let egress = self.endpoint_of(key.src).map(|e| self.side(e, Side::Egress, key));
+        let ingress = self.endpoint_of(key.dst).map(|e| self.side(e, Side::Ingress, key));
+        let denied = [&egress, &ingress].iter().any(|s| s.is_some_and(|s| s.verdict == Verdict::Deny));
+        FlowDecision { verdict: if denied { Verdict::Deny } else { Verdict::Allow }, egress, ingress }
+    }
+
+    /// Only the verdict (what a worker needs).
+    #[inline]
+    pub fn verdict(&self, key: &FlowKey) -> Verdict {
+        self.decide(key).verdict
+    }
+
+    /// Decides one side for endpoint `endpoint`.
+    pub fn side(&self, endpoint: u32, side: Side, key: &FlowKey) -> SideDecision {
+        let mut out = SideDecision::new(endpoint);
+        out.verdict = self.walk(endpoint, side, key, &mut out).unwrap_or(Verdict::Deny);
+        out
+    }
+
+    /// `None` only for an inconsistent table (denied by the caller).
+    fn walk(&self, endpoint: u32, side: Side, key: &FlowKey, out: &mut SideDecision) -> Option<Verdict> {
+        let ep = self.parts.endpoints.get(endpoint as usize)?;
+        let chain = self.parts.chains.get(*ep.chains.get(side as usize)? as usize)?;
+        let mut pre_dnat_allowed = false;
+        'steps: for step in &chain.steps {
+            if pre_dnat_allowed && step.kind == StepKind::PreDnat {
+                continue;
+            }
+            for &p in &step.policies {
+                let policy = self.parts.policies.get(p as usize)?;
+                let Some((action, trace)) = policy.first(key, out) else { continue };
+                out.push(trace);
+                match (action, step.kind) {
+                    (Action::Allow, StepKind::PreDnat) => {
+                        pre_dnat_allowed = true;
+                        continue 'steps;
+                    }
+                    (Action::Allow, _) => return Some(Verdict::Allow),
+                    (Action::Deny, _) => return Some(Verdict::Deny),
+                    (Action::Pass, _) => continue 'steps,
+                    // Log rules are never in a classifier.
+                    (Action::Log, _) => return None,
+                }
+            }
+            match step.end {
+                Some((Action::Deny, t)) => {
+                    out.push(t);
+                    return Some(Verdict::Deny);
+                }
+                Some((_, t)) => out.push(t),
+                None => {}
+            }
+        }
+        out.push(chain.profile.1);
+        Some(chain.profile.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::engine::{AddrSet, PortSet, ProtoSet};
+
+    fn key(src: &str, dst: &str, port: u16) -> FlowKey {
+        FlowKey {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: 6,
+            src_port: 1,
+            dst_port: port,
+            icmp: None,
+        }
+    }
+
+    fn trace(tier: &str, name: &str, action: Action, rule_index: i64) -> TraceInfo {
+        TraceInfo { tier: tier.into(), name: name.into(), action, rule_index }
+    }
+
+    /// One pod 10.0.0.2 with one tier: a Log rule, then allow port 80 from 10.0.0.1; end of tier deny.
+    fn table() -> PolicyTable {
+        let from = Rule { src: AddrSet::Nets(vec!["10.0.0.1/32".parse().unwrap()]), ..Rule::default() };
+        let p = PolicyRules::build(vec![
+            RuleSpec { action: Action::Log, trace: 0, pieces: vec![Rule::default()], plain_pieces: None },
+            RuleSpec {
+                action: Action::Allow,
+                trace: 1,
+                pieces: vec![Rule {
+                    protocol: ProtoSet::Only(vec![6]),
+                    dst_ports: PortSet::Ranges(vec![(80, 80)]),
+                    ..from
+                }],
+                plain_pieces: None,
+            },
+        ])
+        .unwrap();
+        let parts = PolicyTableParts {
+            endpoints: vec![EndpointInfo {
+                name: "b".into(),
+                namespace: Some("ns".into()),
+                host: false,
+                chains: [0, 1],
+            }],
+            addresses: HashMap::from([("10.0.0.2".parse().unwrap(), 0)]),
+            chains: vec![
+                Chain {
+                    steps: vec![Step { kind: StepKind::Normal, policies: vec![0], end: Some((Action::Deny, 2)) }],
+                    profile: (Verdict::Allow, 3),
+                },
+                Chain { steps: vec![], profile: (Verdict::Allow, 3) },
+            ],
+            policies: vec![std::sync::Arc::new(p)],
+            traces: vec![
+                trace("default", "ns/default.p", Action::Log, 0),
+                trace("default", "ns/default.p", Action::Allow, 1),
+                trace("default", "ns/default.p", Action::Deny, -1),
+                trace("__PROFILE__", "__PROFILE__.kns.ns", Action::Allow, 0),
+            ],
+            zones: vec![
+                ("10.0.0.0/8".parse().unwrap(), "wide".into()),
+                ("10.0.0.0/24".parse().unwrap(), "pods".into()),
+            ],
+        };
+        PolicyTable::new(parts).unwrap()
+    }
+
+    #[test]
+    fn walks_log_allow_end_of_tier_and_profile() {
+        let t = table();
+        let d = t.decide(&key("10.0.0.1", "10.0.0.2", 80));
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert!(d.egress.is_none());
+        assert_eq!(d.ingress.unwrap().trace(), &[0, 1]);
+        let d = t.decide(&key("10.0.0.1", "10.0.0.2", 81));
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert_eq!(d.ingress.unwrap().trace(), &[0, 2]);
+        // Egress of the pod: no tier applies, the profile allows.
+        let d = t.decide(&key("10.0.0.2", "10.9.9.9", 81));
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert_eq!(d.egress.unwrap().trace(), &[3]);
+        assert_eq!(t.trace_info(2).unwrap().render(1), "1|default|ns/default.p|deny|-1");
+        assert_eq!(t.zone("10.0.0.9".parse().unwrap()), Some("pods"));
+        assert_eq!(t.zone("10.1.0.9".parse().unwrap()), Some("wide"));
+        assert_eq!(t.zone("11.1.0.9".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn dangling_indices_are_refused() {
+        let mut parts = table().parts().clone();
+        parts.chains[0].steps[0].policies.push(7);
+        assert!(PolicyTable::new(parts).is_err());
+        let mut parts = table().parts().clone();
+        parts.endpoints[0].chains[1] = 9;
+        assert!(PolicyTable::new(parts).is_err());
+    }
+
+    #[test]
+    fn long_traces_truncate_without_changing_the_verdict() {
+        let mut s = SideDecision::new(0);
+        for i in 0..(u32::try_from(MAX_TRACE).unwrap() + 3) {
+            s.push(i);
+        }
+        assert!(s.truncated);
+        assert_eq!(s.trace().len(), MAX_TRACE);
+    }
+}
