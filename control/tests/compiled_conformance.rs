@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use moat_control::compile::{Compiler, flow_key, flow_of_key, side_trace, zones_of};
-use moat_control::model::{LabelMap, Model, NamedPort, Protocol};
+use moat_control::model::{LabelMap, Model, Protocol};
 use moat_control::resolve::Resolved;
 use moat_control::{Evaluator, Flow, FlowEnd, Verdict};
 use moat_fastpath::classify::PolicyTable;
@@ -257,39 +257,8 @@ fn compiled_cyclonus_simple_example_probe() {
 }
 
 fn cyclonus_traffic(policies: &[Value], t: &Value) -> bool {
-    let mut m = Model::new();
-    let port = t["ResolvedPort"].as_u64().map(|p| p as u16).unwrap_or(8080);
-    let proto = t["Protocol"].as_str().unwrap();
-    let mut end = |key: &str, name: &str| -> FlowEnd {
-        let peer = &t[key];
-        let ip = peer["IP"].as_str().unwrap();
-        let internal = &peer["Internal"];
-        if internal.is_null() {
-            return FlowEnd { ip: ip.parse().unwrap(), endpoint: None };
-        }
-        let ns = internal["Namespace"].as_str().unwrap();
-        let mut ns_labels = labels(&internal["NamespaceLabels"]);
-        if let Some(existing) = m.namespaces.get(ns) {
-            ns_labels.extend(existing.labels.clone());
-        }
-        m.insert(namespace(ns, ns_labels));
-        let mut ports: Vec<NamedPort> = Vec::new();
-        if key == "Destination" {
-            if let Some(pn) = t["ResolvedPortName"].as_str() {
-                ports.push(named_port(pn, proto, port));
-            }
-        }
-        m.insert(pod(ns, name, labels(&internal["PodLabels"]), ip, ports));
-        FlowEnd {
-            ip: ip.parse().unwrap(),
-            endpoint: Some(moat_control::resolve::EndpointId::Workload { namespace: ns.into(), name: name.into() }),
-        }
-    };
-    let src = end("Source", "traffic-src");
-    let dst = end("Destination", "traffic-dst");
-    for p in policies {
-        apply_object(&mut m, p.clone(), None);
-    }
+    let TrafficCase { model: m, src, dst, protocol: proto, port } = cyclonus_traffic_case(policies, t);
+    let proto = proto.as_str();
     Both::new(&m).decide(&tcp_flow(src, dst, proto, port)).verdict == Verdict::Allow
 }
 

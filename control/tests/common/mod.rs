@@ -72,3 +72,52 @@ pub fn apply_object(model: &mut Model, mut obj: Value, namespace: Option<&str>) 
         model.insert(l.resource);
     }
 }
+
+/// One Cyclonus traffic case as a model (its internal peers as pods, the case's policies applied)
+/// and its two flow ends, protocol and resolved port.
+pub struct TrafficCase {
+    pub model: Model,
+    pub src: moat_control::FlowEnd,
+    pub dst: moat_control::FlowEnd,
+    pub protocol: String,
+    pub port: u16,
+}
+
+pub fn cyclonus_traffic_case(policies: &[Value], t: &Value) -> TrafficCase {
+    use moat_control::FlowEnd;
+    use moat_control::resolve::EndpointId;
+    let mut m = Model::new();
+    let port = t["ResolvedPort"].as_u64().map(|p| u16::try_from(p).unwrap()).unwrap_or(8080);
+    let proto = t["Protocol"].as_str().unwrap();
+    let mut end = |key: &str, name: &str| -> FlowEnd {
+        let peer = &t[key];
+        let ip = peer["IP"].as_str().unwrap();
+        let internal = &peer["Internal"];
+        if internal.is_null() {
+            return FlowEnd { ip: ip.parse().unwrap(), endpoint: None };
+        }
+        let ns = internal["Namespace"].as_str().unwrap();
+        let mut ns_labels = labels(&internal["NamespaceLabels"]);
+        if let Some(existing) = m.namespaces.get(ns) {
+            ns_labels.extend(existing.labels.clone());
+        }
+        m.insert(namespace(ns, ns_labels));
+        let mut ports: Vec<NamedPort> = Vec::new();
+        if key == "Destination" {
+            if let Some(pn) = t["ResolvedPortName"].as_str() {
+                ports.push(named_port(pn, proto, port));
+            }
+        }
+        m.insert(pod(ns, name, labels(&internal["PodLabels"]), ip, ports));
+        FlowEnd {
+            ip: ip.parse().unwrap(),
+            endpoint: Some(EndpointId::Workload { namespace: ns.into(), name: name.into() }),
+        }
+    };
+    let src = end("Source", "traffic-src");
+    let dst = end("Destination", "traffic-dst");
+    for p in policies {
+        apply_object(&mut m, p.clone(), None);
+    }
+    TrafficCase { model: m, src, dst, protocol: proto.to_owned(), port }
+}
