@@ -62,18 +62,7 @@ pub enum GenProtocol {
 }
 
 fn parse_mac(text: &str) -> Result<EthernetAddress, String> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        *byte = parts
-            .next()
-            .and_then(|p| u8::from_str_radix(p, 16).ok())
-            .ok_or_else(|| format!("{text:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
-    }
-    if parts.next().is_some() {
-        return Err(format!("{text:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
-    }
-    Ok(EthernetAddress(mac))
+    text.parse::<moat::lab::MacAddr>().map(|mac| EthernetAddress(mac.0)).map_err(|e| format!("{e} (aa:bb:cc:dd:ee:ff)"))
 }
 
 /// Frames for `flows` flows, each exactly `size` bytes long.
