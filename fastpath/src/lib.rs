@@ -19,4 +19,4 @@ pub mod stats;
 pub mod worker;
 pub mod xsk;
 
-pub use classify::{FlowKey, RuleTable, TableHandle, Verdict};
+pub use classify::{Admission, FlowKey, RuleTable, TableHandle, Verdict};

@@ -43,6 +43,26 @@ pub enum Verdict {
     Deny,
 }
 
+/// What policy said about a new flow, small enough to keep in every tracked connection: the
+/// verdict and, per side, the endpoint and the trace entry that decided it (the last entry of that
+/// side's trace, `policy::TraceId`). The full trace (Log and Pass entries before the decision) is
+/// rebuilt by the flow-log side from the key when it needs it. Interim ACL tables have no sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Admission {
+    pub verdict: Verdict,
+    /// `(endpoint index, deciding trace id)` of the source's egress side, when the source is known.
+    pub egress: Option<(u32, policy::TraceId)>,
+    /// Same for the destination's ingress side.
+    pub ingress: Option<(u32, policy::TraceId)>,
+}
+
+impl Admission {
+    /// An admission without policy detail (interim ACL, fail-closed table).
+    pub fn bare(verdict: Verdict) -> Admission {
+        Admission { verdict, egress: None, ingress: None }
+    }
+}
+
 /// An immutable, versioned set of rules.
 #[derive(Debug, Clone)]
 pub struct RuleTable {
@@ -88,6 +108,21 @@ impl RuleTable {
         match &self.policy {
             Some(p) => p.verdict(key),
             None => self.rules.iter().find_map(|rule| rule.decide(key)).unwrap_or(self.default),
+        }
+    }
+
+    /// Decides one new flow, keeping the deciding trace entry of each side.
+    #[inline]
+    pub fn admit(&self, key: &FlowKey) -> Admission {
+        match &self.policy {
+            Some(p) => {
+                let d = p.decide(key);
+                let side = |s: Option<policy::SideDecision>| {
+                    s.map(|s| (s.endpoint, s.trace().last().copied().unwrap_or(policy::TraceId::MAX)))
+                };
+                Admission { verdict: d.verdict, egress: side(d.egress), ingress: side(d.ingress) }
+            }
+            None => Admission::bare(self.classify(key)),
         }
     }
 
