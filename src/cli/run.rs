@@ -15,6 +15,8 @@ use moat_fastpath::dataplane::{Dataplane, DataplaneConfig, DataplaneReport, Wire
 use moat_fastpath::stats::StatsSnapshot;
 use moat_fastpath::worker::{IdlePolicy, WorkerConfig, WorkerMode};
 use moat_fastpath::xsk::{BindMode, BindPolicy, UmemConfig};
+use moat_control::pipeline::Pipeline;
+use moat_control::source::manifests::ManifestDir;
 use moat_fastpath::{RuleTable, TableHandle, Verdict};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -28,13 +30,21 @@ pub struct RunArgs {
     /// Two interfaces to bridge through the filter, IF_A,IF_B. Repeat for more pairs.
     #[arg(long = "wire", value_name = "IF_A,IF_B", required = true)]
     pub pairs: Vec<WirePair>,
-    /// Directory of rule files (`*.acl`, read in name order).
+    /// Directory of Kubernetes and Calico manifests (`*.yaml`, `*.yml`, `*.json`, recursively): pods,
+    /// namespaces, service accounts, NetworkPolicies, Calico policies, tiers, network sets, host
+    /// endpoints, IP pools. Watched: a change is recompiled and swapped in. A directory with no
+    /// manifest but `*.acl` files is read as raw ACL rules instead (benchmarks and labs).
     #[arg(long, value_name = "DIR")]
     pub manifests: PathBuf,
+    /// Load manifests with unknown fields (dropping those fields, logged) instead of refusing them.
+    /// Off by default: a misspelt field silently widens or narrows a policy.
+    #[arg(long)]
+    pub lenient_fields: bool,
     /// RX queues to serve per interface (default: all of them). One worker per pair and queue.
     #[arg(long)]
     pub queues: Option<u32>,
-    /// Verdict for IP traffic no rule matches.
+    /// Verdict for IP traffic no ACL rule matches (ACL directories only; manifests decide by Calico
+    /// semantics).
     #[arg(long, value_enum, default_value_t = ActionArg::Deny)]
     pub default_action: ActionArg,
     /// XDP attach mode.
@@ -117,8 +127,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ActionArg::Allow => Verdict::Allow,
         ActionArg::Deny => Verdict::Deny,
     };
-    let table = load_rules(&args.manifests, default)?;
-    tracing::info!(rules = table.rules().len(), origin = table.origin(), "rules loaded");
+    let mut source = PolicySource::new(&args.manifests, default, args.lenient_fields);
+    // A start-up with broken policy still starts, failing closed, and waits for a fix: a node
+    // agent that exits would leave the node to the XDP program's no-socket action instead.
+    let table = match source.load() {
+        Ok(table) => Some(table),
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "no policy loaded: failing closed until the manifests are fixed");
+            None
+        }
+    };
     let config = DataplaneConfig {
         pairs: args.pairs.clone(),
         queues: args.queues,
@@ -160,7 +178,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Generation 0 fails closed; the loaded rules become generation 1 before any worker starts, so the
     // fail-closed table only governs a later reload failure path, never start-up traffic.
     let tables = TableHandle::new(RuleTable::fail_closed());
-    tables.publish(table);
+    if let Some(table) = table {
+        tables.publish(table);
+    }
     let dataplane = Dataplane::start(&config, Arc::clone(&tables)).context("starting the dataplane")?;
     for (info, _) in dataplane.stats() {
         tracing::info!(pair = %info.pair, queue = info.queue, mode = ?info.mode, cpu = ?info.cpu, "worker started");
@@ -177,7 +197,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(10));
         let changed = watcher.settled(debounce);
         if changed.is_some() || hangup.swap(false, Ordering::Relaxed) {
-            reload_rules(&args.manifests, default, &tables, changed.unwrap_or_else(Instant::now), &mut reload);
+            reload_rules(&mut source, &tables, changed.unwrap_or_else(Instant::now), &mut reload);
         }
         tables.reclaim();
         if let Some(interval) = interval
@@ -213,52 +233,101 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Recompiles the rules after a change first seen at `since` and publishes them; on any error the
 /// table in force stays, and the error is logged and kept for the stats file.
-fn reload_rules(dir: &Path, default: Verdict, tables: &TableHandle, since: Instant, status: &mut ReloadStatus) {
-    match load_rules(dir, default) {
+fn reload_rules(source: &mut PolicySource, tables: &TableHandle, since: Instant, status: &mut ReloadStatus) {
+    match source.load() {
         Ok(table) => {
-            let rules = table.rules().len();
             let generation = tables.publish(table);
-            // Workers load the table at the start of every batch: from here on every frame is decided
-            // by the new generation, so publication is enforcement.
+            // Workers load the table at the start of every batch: from here on every new flow is
+            // decided by the new generation, and every tracked flow is re-checked against it at its
+            // next packet, so publication is enforcement.
             let latency = since.elapsed();
             status.reloads += 1;
             status.last_latency = Some(latency);
             status.last_error = None;
-            tracing::info!(generation, rules, change_to_enforcement_ms = latency.as_secs_f64() * 1e3, "rules reloaded");
+            tracing::info!(generation, change_to_enforcement_ms = latency.as_secs_f64() * 1e3, "policy reloaded");
         }
         Err(err) => {
             status.failures += 1;
             status.last_error = Some(format!("{err:#}"));
             tracing::error!(error = %format!("{err:#}"), generation = tables.generation(),
-                "rules not reloaded; the table in force stays");
+                "policy not reloaded; the table in force stays");
         }
     }
 }
 
-/// Reads every `*.acl` file of `dir` in name order into one table.
-pub fn load_rules(dir: &Path, default: Verdict) -> anyhow::Result<RuleTable> {
+/// The rule directory: Kubernetes/Calico manifests compiled through the control pipeline, or (when
+/// it holds no manifest) raw ACL files.
+struct PolicySource {
+    manifests: ManifestDir,
+    pipeline: Pipeline,
+    acl_default: Verdict,
+}
+
+impl PolicySource {
+    fn new(dir: &Path, acl_default: Verdict, lenient_fields: bool) -> PolicySource {
+        let manifests = ManifestDir::new(dir);
+        let manifests = if lenient_fields { manifests.lenient() } else { manifests };
+        PolicySource { manifests, pipeline: Pipeline::new(), acl_default }
+    }
+
+    fn load(&mut self) -> anyhow::Result<RuleTable> {
+        let dir = self.manifests.path();
+        let has_manifests =
+            self.manifests.has_manifests().with_context(|| format!("reading policy directory {}", dir.display()))?;
+        if !has_manifests {
+            return load_acl(dir, self.acl_default);
+        }
+        if has_acl(dir)? {
+            bail!("{} holds both manifests and *.acl files; use one or the other", dir.display());
+        }
+        let snapshot = self.manifests.load()?;
+        for note in &snapshot.notes {
+            tracing::warn!("{note}");
+        }
+        let (table, report) = self.pipeline.build(&snapshot, &dir.display().to_string())?;
+        for warning in &report.warnings {
+            tracing::warn!("{warning}");
+        }
+        tracing::info!(
+            endpoints = report.stats.endpoints,
+            policies = report.stats.policies,
+            rebuilt = report.stats.built,
+            resolve_ms = report.resolve_time.as_secs_f64() * 1e3,
+            compile_ms = report.compile_time.as_secs_f64() * 1e3,
+            "policy compiled"
+        );
+        Ok(table)
+    }
+}
+
+fn has_acl(dir: &Path) -> anyhow::Result<bool> {
+    Ok(acl_files(dir)?.next().is_some())
+}
+
+fn acl_files(dir: &Path) -> anyhow::Result<impl Iterator<Item = PathBuf>> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading rule directory {}", dir.display()))?;
-    let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("acl"))
+        .collect();
     files.sort();
+    Ok(files.into_iter())
+}
+
+/// Reads every `*.acl` file of `dir` in name order into one table.
+pub fn load_acl(dir: &Path, default: Verdict) -> anyhow::Result<RuleTable> {
     let mut rules = Vec::new();
     let mut used = Vec::new();
-    for path in &files {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("acl") => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                rules.extend(moat_fastpath::classify::acl::parse(&text, &path.display().to_string())?);
-                used.push(path.display().to_string());
-            }
-            Some("yaml" | "yml" | "json") => tracing::warn!(
-                file = %path.display(),
-                "Kubernetes/Calico manifests are not enforced by this version of `moat run`; only *.acl rule files are"
-            ),
-            _ => {}
-        }
+    for path in acl_files(dir)? {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        rules.extend(moat_fastpath::classify::acl::parse(&text, &path.display().to_string())?);
+        used.push(path.display().to_string());
     }
     if used.is_empty() {
-        tracing::warn!(dir = %dir.display(), default = ?default, "no *.acl rule files: every IP packet gets the default verdict");
+        tracing::warn!(dir = %dir.display(), default = ?default, "no manifests and no *.acl rule files: every IP packet gets the default verdict");
     }
+    tracing::info!(rules = rules.len(), "ACL rules loaded");
     Ok(RuleTable::new(rules, default, used.join(", ")))
 }
 
