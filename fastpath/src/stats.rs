@@ -19,11 +19,22 @@ pub enum DropCause {
     TxRingFull,
     /// The kernel handed back a descriptor outside the UMEM or for a frame it did not own.
     BadDescriptor,
+    /// A tracked connection that the current table no longer allows (re-checked after a swap).
+    Revoked,
+    /// Not a valid packet of its connection (TCP state or sequence, an ICMP error quoting no flow);
+    /// the tracker counts the finer reason.
+    ConntrackInvalid,
+    /// A new flow found the flow table full of connections that may not be evicted.
+    ConntrackFull,
+    /// The mailbox of the worker owning the connection was full.
+    HandoffFull,
+    /// A handed-over frame found no free UMEM frame to be copied into.
+    NoFreeFrame,
 }
 
 impl DropCause {
     /// Number of distinct causes (size of the counter array).
-    pub const COUNT: usize = DropReason::COUNT + 3;
+    pub const COUNT: usize = DropReason::COUNT + 8;
 
     /// Dense index in `0..COUNT`.
     #[inline]
@@ -33,6 +44,11 @@ impl DropCause {
             DropCause::Policy => DropReason::COUNT,
             DropCause::TxRingFull => DropReason::COUNT + 1,
             DropCause::BadDescriptor => DropReason::COUNT + 2,
+            DropCause::Revoked => DropReason::COUNT + 3,
+            DropCause::ConntrackInvalid => DropReason::COUNT + 4,
+            DropCause::ConntrackFull => DropReason::COUNT + 5,
+            DropCause::HandoffFull => DropReason::COUNT + 6,
+            DropCause::NoFreeFrame => DropReason::COUNT + 7,
         }
     }
 
@@ -42,6 +58,11 @@ impl DropCause {
             DropCause::Policy,
             DropCause::TxRingFull,
             DropCause::BadDescriptor,
+            DropCause::Revoked,
+            DropCause::ConntrackInvalid,
+            DropCause::ConntrackFull,
+            DropCause::HandoffFull,
+            DropCause::NoFreeFrame,
         ])
     }
 
@@ -52,6 +73,11 @@ impl DropCause {
             DropCause::Policy => "policy_denied",
             DropCause::TxRingFull => "tx_ring_full",
             DropCause::BadDescriptor => "bad_descriptor",
+            DropCause::Revoked => "revoked",
+            DropCause::ConntrackInvalid => "conntrack_invalid",
+            DropCause::ConntrackFull => "conntrack_full",
+            DropCause::HandoffFull => "handoff_full",
+            DropCause::NoFreeFrame => "no_free_frame",
         }
     }
 }
@@ -98,6 +124,10 @@ struct Counters {
     idle_waits: Counter,
     /// Generation of the rule table used by the last batch.
     table_generation: Counter,
+    /// Frames copied to the worker owning their connection.
+    handed_off: Counter,
+    /// Frames received from other workers' handoff.
+    handoff_received: Counter,
 }
 
 impl Default for WorkerStats {
@@ -113,6 +143,8 @@ impl Default for WorkerStats {
                 batches: Counter::default(),
                 idle_waits: Counter::default(),
                 table_generation: Counter::default(),
+                handed_off: Counter::default(),
+                handoff_received: Counter::default(),
             }),
         }
     }
@@ -150,6 +182,16 @@ impl WorkerStats {
     }
 
     #[inline]
+    pub fn handed_off(&self) {
+        self.inner.handed_off.add(1);
+    }
+
+    #[inline]
+    pub fn handoff_received(&self) {
+        self.inner.handoff_received.add(1);
+    }
+
+    #[inline]
     pub fn idle_wait(&self) {
         self.inner.idle_waits.add(1);
     }
@@ -167,6 +209,8 @@ impl WorkerStats {
             batches: c.batches.get(),
             idle_waits: c.idle_waits.get(),
             table_generation: c.table_generation.get(),
+            handed_off: c.handed_off.get(),
+            handoff_received: c.handoff_received.get(),
         }
     }
 }
@@ -184,6 +228,8 @@ pub struct StatsSnapshot {
     pub batches: u64,
     pub idle_waits: u64,
     pub table_generation: u64,
+    pub handed_off: u64,
+    pub handoff_received: u64,
 }
 
 impl StatsSnapshot {

@@ -58,7 +58,10 @@ pub struct PktgenArgs {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum GenProtocol {
     Udp,
+    /// TCP segments with ACK set (mid-connection data).
     Tcp,
+    /// TCP SYNs: every flow a new connection attempt (a SYN flood).
+    TcpSyn,
 }
 
 fn parse_mac(text: &str) -> Result<EthernetAddress, String> {
@@ -77,7 +80,7 @@ pub fn templates(args: &PktgenArgs) -> anyhow::Result<Vec<Vec<u8>>> {
         _ => bail!("--src {} and --dst {} are not of one address family", args.src, args.dst),
     } + match args.protocol {
         GenProtocol::Udp => 8,
-        GenProtocol::Tcp => 20,
+        GenProtocol::Tcp | GenProtocol::TcpSyn => 20,
     };
     if args.size < header.max(60) || args.size > 1514 {
         bail!("--size {} must be between {} and 1514", args.size, header.max(60));
@@ -88,12 +91,12 @@ pub fn templates(args: &PktgenArgs) -> anyhow::Result<Vec<Vec<u8>>> {
             let src_port = args.src_port.wrapping_add(i);
             let transport = match args.protocol {
                 GenProtocol::Udp => TransportSpec::Udp { src_port, dst_port: args.dst_port, payload: &payload },
-                GenProtocol::Tcp => TransportSpec::Tcp {
+                GenProtocol::Tcp | GenProtocol::TcpSyn => TransportSpec::Tcp {
                     src_port,
                     dst_port: args.dst_port,
                     seq: 1,
                     ack: 0,
-                    flags: TcpFlags::ACK,
+                    flags: if matches!(args.protocol, GenProtocol::TcpSyn) { TcpFlags::SYN } else { TcpFlags::ACK },
                     window: 65_535,
                     options: &[],
                     payload: &payload,

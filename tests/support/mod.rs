@@ -67,6 +67,45 @@ pub fn start_moat(lab: &Lab, topo: &WireTopology, rules: &str, queues: Option<u3
     let dir = lab.write_files("rules", &[("50-test.acl", rules)]).unwrap_or_else(|e| panic!("{e:#}"));
     let mut opts = MoatOptions::new(env!("CARGO_BIN_EXE_moat"), dir).wire(&topo.if_a, &topo.if_b);
     opts.queues = queues;
+    start_with(lab, topo, opts, || rules.to_owned())
+}
+
+/// The topology as a Kubernetes cluster: namespace `clients` with pod `client`, namespace `servers` with pod
+/// `server`, each with its IPv4 (and IPv6) address, and an IP pool per side (the zones of flow logs).
+pub fn cluster(topo: &WireTopology) -> String {
+    let pod = |ns: &str, name: &str, h: &moat::lab::Host| {
+        let ips: Vec<String> = std::iter::once(h.ipv4.to_string()).chain(h.ipv6.map(|v| v.to_string())).collect();
+        let list: Vec<String> = ips.iter().map(|ip| format!("{{ip: \"{ip}\"}}")).collect();
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{side: {ns}}}}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}\n\
+             status: {{podIP: \"{}\", podIPs: [{}]}}\n---\n\
+             apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata: {{name: {ns}-pool}}\nspec: {{cidr: \"{}/32\"}}\n---\n",
+            ips[0],
+            list.join(", "),
+            h.ipv4
+        )
+    };
+    pod("clients", "client", &topo.client) + &pod("servers", "server", &topo.server)
+}
+
+/// Writes `files` into the manifests directory (`<workdir>/manifests`, created) and starts moat on it with
+/// `extra` arguments.
+pub fn start_moat_manifests(
+    lab: &Lab,
+    topo: &WireTopology,
+    files: &[(&str, &str)],
+    queues: Option<u32>,
+    extra: &[&str],
+) -> MoatProcess {
+    let dir = lab.write_files("manifests", files).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut opts = MoatOptions::new(env!("CARGO_BIN_EXE_moat"), dir).wire(&topo.if_a, &topo.if_b);
+    opts.queues = queues;
+    opts.extra_args = extra.iter().map(|a| (*a).to_owned()).collect();
+    start_with(lab, topo, opts, || files.iter().map(|(n, t)| format!("--- {n}\n{t}")).collect())
+}
+
+fn start_with(lab: &Lab, topo: &WireTopology, mut opts: MoatOptions, describe: impl FnOnce() -> String) -> MoatProcess {
     if let Ok(mode) = std::env::var("MOAT_E2E_XDP_MODE") {
         opts = opts.xdp_mode(&mode);
     }
@@ -75,7 +114,7 @@ pub fn start_moat(lab: &Lab, topo: &WireTopology, rules: &str, queues: Option<u3
     }
     match MoatProcess::start(&topo.moat, lab.workdir(), &opts) {
         Ok(moat) => moat,
-        Err(e) => panic!("cannot start moat: {e:#}\nrules:\n{rules}"),
+        Err(e) => panic!("cannot start moat: {e:#}\npolicy:\n{}", describe()),
     }
 }
 
