@@ -13,6 +13,7 @@
 //! - A worker reads the rule table once per batch; a table swap is never seen half-applied.
 
 pub mod classify;
+pub mod conntrack;
 pub mod dataplane;
 pub mod pktgen;
 pub mod stats;
