@@ -47,4 +47,8 @@ fn two_queues_served_by_two_workers() {
     for w in &workers {
         assert!(w.rx > 0 && w.tx > 0, "worker for queue {} forwarded nothing\n{}", w.queue, stats.table());
     }
+    let raw = stats.raw["workers"].as_array().expect("workers in the stats file");
+    let sum = |key: &str| raw.iter().map(|w| w[key].as_u64().unwrap_or(0)).sum::<u64>();
+    assert!(sum("handed_off") > 0, "no frame was handed to its connection's owner: {raw:?}");
+    assert_eq!(sum("handed_off"), sum("handoff_received"), "handed frames lost: {raw:?}");
 }

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
+pub mod flowlog;
 pub mod convert;
 pub mod evaluate;
 pub mod manifest;

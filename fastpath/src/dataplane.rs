@@ -7,7 +7,9 @@
 //! unregistered, the redirectors detach when dropped.
 
 use crate::classify::TableHandle;
+use crate::conntrack::{ConntrackConfig, ConntrackCounters, ConntrackSnapshot, FlowTable, RecordQueue};
 use crate::stats::{StatsSnapshot, WorkerStats};
+use crate::worker::handoff::{PairRoute, Steering};
 use crate::worker::{Worker, WorkerConfig, WorkerExit};
 use crate::xsk::{BindMode, BindPolicy, SocketStats, Umem, UmemConfig, XskSocket};
 use moat_bpf::{BpfError, Redirector, RedirectorConfig, RedirectorStats};
@@ -43,7 +45,7 @@ impl std::str::FromStr for WirePair {
 }
 
 /// Everything needed to start the dataplane.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DataplaneConfig {
     pub pairs: Vec<WirePair>,
     /// Queues served per interface; `None` = all RX queues the interfaces have.
@@ -54,7 +56,34 @@ pub struct DataplaneConfig {
     pub worker: WorkerConfig,
     /// Pin worker `i` to CPU `i mod ncpus`.
     pub pin_cores: bool,
+    /// Per-worker connection tracking.
+    pub conntrack: ConntrackConfig,
+    /// Which worker decides a connection when a pair has several queues.
+    pub steering: Steering,
+    /// Flow records waiting for the control side; a full queue drops (and counts) records.
+    pub record_queue: usize,
 }
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            pairs: Vec::new(),
+            queues: None,
+            redirector: RedirectorConfig::default(),
+            umem: UmemConfig::default(),
+            bind: BindPolicy::default(),
+            worker: WorkerConfig::default(),
+            pin_cores: false,
+            conntrack: ConntrackConfig::default(),
+            steering: Steering::default(),
+            record_queue: DEFAULT_RECORD_QUEUE,
+        }
+    }
+}
+
+/// Flow records the control side has not taken yet, by default (about 1 s of 100,000 flows ending
+/// per second).
+pub const DEFAULT_RECORD_QUEUE: usize = 131_072;
 
 /// Errors of starting the dataplane.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +118,7 @@ pub struct WorkerInfo {
 struct RunningWorker {
     info: WorkerInfo,
     stats: Arc<WorkerStats>,
+    conntrack: Arc<ConntrackCounters>,
     thread: JoinHandle<WorkerExit>,
 }
 
@@ -98,6 +128,7 @@ pub struct Dataplane {
     /// Socket statistics are read through a second handle to each socket's fd.
     socket_fds: Vec<(WorkerInfo, [std::os::fd::OwnedFd; 2])>,
     redirectors: Vec<Redirector>,
+    records: Arc<RecordQueue>,
     stop: Arc<AtomicBool>,
 }
 
@@ -114,6 +145,8 @@ pub struct DataplaneReport {
     pub redirectors: Vec<(String, RedirectorStats)>,
     /// Kernel counters of each worker's sockets (side A, side B), read just before stopping.
     pub sockets: Vec<(WorkerInfo, [Option<SocketStats>; 2])>,
+    /// Connection-tracking counters of each worker, after the workers ended their flows.
+    pub conntrack: Vec<(WorkerInfo, ConntrackSnapshot)>,
 }
 
 impl Dataplane {
@@ -131,12 +164,22 @@ impl Dataplane {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let mut dataplane = Dataplane { workers: Vec::new(), socket_fds: Vec::new(), redirectors: Vec::new(), stop };
+        let records = Arc::new(RecordQueue::new(config.record_queue.max(1)));
+        let mut dataplane = Dataplane {
+            workers: Vec::new(),
+            socket_fds: Vec::new(),
+            redirectors: Vec::new(),
+            records: Arc::clone(&records),
+            stop,
+        };
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         for pair in &config.pairs {
             let queues = queue_count(pair, config.queues)?;
             let red_a = Redirector::attach(&pair.a, &config.redirector)?;
             let red_b = Redirector::attach(&pair.b, &config.redirector)?;
+            // Every mailbox exists before the first worker starts: the first may hand frames to the last.
+            let mailboxes = (queues > 1 && config.steering == Steering::Hash)
+                .then(|| PairRoute::mailboxes(usize::try_from(queues).unwrap_or(1)));
             for queue in 0..queues {
                 let umem = Umem::new(config.umem).map_err(|source| DataplaneError::Umem {
                     pair: pair.to_string(),
@@ -155,7 +198,11 @@ impl Dataplane {
                     return Err(DataplaneError::Socket(std::io::Error::other("duplicating socket fd")));
                 };
                 let stats = Arc::new(WorkerStats::default());
-                let worker = Worker::new(umem, a, b, Arc::clone(&tables), Arc::clone(&stats), config.worker);
+                let flows = FlowTable::new(config.conntrack.clone(), Arc::clone(&records));
+                let conntrack = Arc::clone(flows.counters());
+                let route = mailboxes.as_ref().map(|m| PairRoute { mailboxes: Arc::clone(m), me: queue as usize });
+                let worker =
+                    Worker::new(umem, a, b, Arc::clone(&tables), Arc::clone(&stats), config.worker, flows, route);
                 red_a.register_socket(queue, fd_a.as_fd())?;
                 red_b.register_socket(queue, fd_b.as_fd())?;
                 let stop = Arc::clone(&dataplane.stop);
@@ -169,7 +216,7 @@ impl Dataplane {
                     })
                     .map_err(DataplaneError::Thread)?;
                 dataplane.socket_fds.push((info.clone(), [fd_a, fd_b]));
-                dataplane.workers.push(RunningWorker { info, stats, thread });
+                dataplane.workers.push(RunningWorker { info, stats, conntrack, thread });
             }
             dataplane.redirectors.push(red_a);
             dataplane.redirectors.push(red_b);
@@ -180,6 +227,16 @@ impl Dataplane {
     /// Workers and their live counters.
     pub fn stats(&self) -> Vec<(WorkerInfo, StatsSnapshot)> {
         self.workers.iter().map(|w| (w.info.clone(), w.stats.snapshot())).collect()
+    }
+
+    /// Connection-tracking counters of every worker.
+    pub fn conntrack_stats(&self) -> Vec<(WorkerInfo, ConntrackSnapshot)> {
+        self.workers.iter().map(|w| (w.info.clone(), w.conntrack.snapshot())).collect()
+    }
+
+    /// Where workers put the records of ended flows (the control side takes them).
+    pub fn records(&self) -> &Arc<RecordQueue> {
+        &self.records
     }
 
     /// Kernel statistics of every socket (per worker: side A, side B).
@@ -201,8 +258,10 @@ impl Dataplane {
         let sockets = self.socket_stats();
         self.stop.store(true, Ordering::Relaxed);
         let mut workers = Vec::new();
+        let mut conntrack = Vec::new();
         for worker in self.workers.drain(..) {
             let exit = worker.thread.join().ok();
+            conntrack.push((worker.info.clone(), worker.conntrack.snapshot()));
             workers.push((worker.info, worker.stats.snapshot(), exit));
         }
         for redirector in &self.redirectors {
@@ -215,7 +274,7 @@ impl Dataplane {
         }
         self.socket_fds.clear();
         self.redirectors.clear();
-        DataplaneReport { workers, redirectors, sockets }
+        DataplaneReport { workers, redirectors, sockets, conntrack }
     }
 }
 

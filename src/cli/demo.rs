@@ -9,8 +9,9 @@
 //! The three zones are address ranges of one /24 (dmz 10.77.0.0/26, trusted 10.77.0.64/26, restricted
 //! 10.77.0.128/26), each on its own L2 segment (a bridge in a zone namespace, every host in a namespace of its own).
 //! moat runs in one namespace on two wire pairs, `dmz0,trust0` and `trust1,restr0`, so that every flow between two
-//! zones crosses it (dmz ↔ restricted crosses both pairs). The rules are `examples/demo/*.acl`, compiled into the
-//! binary. Each observation is a real TCP connection with an echo, a UDP request/response or a ping; the table says
+//! zones crosses it (dmz ↔ restricted crosses both pairs). The policy is `examples/demo/*.yaml` (namespaces,
+//! pods, IP pools, a Calico tier of GlobalNetworkPolicies, Kubernetes and Calico NetworkPolicies), compiled into
+//! the binary. Each observation is a real TCP connection with an echo, a UDP request/response or a ping; the table says
 //! what was expected, what happened, and whether the two agree. The exit code is non-zero when any disagree.
 //!
 //! Everything lives in namespaces named `mtdemo-<pid>-…`, removed on exit, on error and on Ctrl-C (SIGINT, SIGTERM
@@ -28,11 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-/// The demo's rule files, shipped in the binary.
-const RULES: [(&str, &str); 3] = [
-    ("10-dmz.acl", include_str!("../../examples/demo/10-dmz.acl")),
-    ("20-trusted.acl", include_str!("../../examples/demo/20-trusted.acl")),
-    ("99-default.acl", include_str!("../../examples/demo/99-default.acl")),
+/// The demo's manifests (a cluster of three zones and its policies), shipped in the binary.
+const MANIFESTS: [(&str, &str); 3] = [
+    ("00-cluster.yaml", include_str!("../../examples/demo/00-cluster.yaml")),
+    ("10-zones-tier.yaml", include_str!("../../examples/demo/10-zones-tier.yaml")),
+    ("20-namespaces.yaml", include_str!("../../examples/demo/20-namespaces.yaml")),
 ];
 
 /// Prefix of the demo's namespaces (tests use another, so both can run at once).
@@ -252,6 +253,43 @@ fn plug(segment: &Netns, port: &str) -> Result<()> {
     Ok(())
 }
 
+/// The flow log moat wrote (one JSON document per ended flow), as a table.
+fn print_flow_log(path: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the flow log {}", path.display()))?;
+    let docs: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    println!("flow log ({} flows, {}; one JSON document per flow, Calico field names):", docs.len(), path.display());
+    println!(
+        "  {:<28} {:<28} {:<9} {:<6} {:>5} {:>5}  {:<9} policies (source egress, then destination ingress)",
+        "source", "destination", "proto", "action", "pkts→", "←pkts", "end"
+    );
+    let endpoint = |d: &serde_json::Value, side: &str| {
+        let s = |k: &str| d[format!("{side}_{k}")].as_str().unwrap_or("-").to_owned();
+        if s("namespace") == "-" { s("ip") } else { format!("{}/{} ({})", s("namespace"), s("name"), s("zone")) }
+    };
+    for d in &docs {
+        let proto = match (d["proto"].as_str(), d["dest_port"].as_u64()) {
+            (Some(p), Some(port)) => format!("{p}/{port}"),
+            (Some(p), None) => p.to_owned(),
+            (None, _) => d["proto"].to_string(),
+        };
+        let policies: Vec<&str> =
+            d["policies"]["all_policies"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+        println!(
+            "  {:<28} {:<28} {:<9} {:<6} {:>5} {:>5}  {:<9} {}",
+            endpoint(d, "source"),
+            endpoint(d, "dest"),
+            proto,
+            d["action"].as_str().unwrap_or("?"),
+            d["packets_out"].as_u64().unwrap_or(0),
+            d["packets_in"].as_u64().unwrap_or(0),
+            d["end_reason"].as_str().unwrap_or("?"),
+            policies.join("  ")
+        );
+    }
+    println!();
+    Ok(())
+}
+
 fn demo(lab: &mut Lab, args: &DemoArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     println!("moat demo: three zones in network namespaces, moat between them\n");
@@ -265,11 +303,15 @@ fn demo(lab: &mut Lab, args: &DemoArgs) -> Result<ExitCode> {
     let zones = build(lab).context("building the topology")?;
     check_interrupted()?;
 
-    let rules_dir = lab.write_files("rules", &RULES)?;
-    println!("rules (examples/demo/*.acl, first match wins; an allow also admits its replies):");
-    for (file, text) in RULES {
-        for line in text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()) {
-            println!("  {file:<15} {}", line.split_whitespace().collect::<Vec<_>>().join(" "));
+    let rules_dir = lab.write_files("manifests", &MANIFESTS)?;
+    let flow_log = lab.workdir().join("flows.jsonl");
+    println!("policy (examples/demo/*.yaml, Kubernetes and Calico resources):");
+    for (file, text) in MANIFESTS {
+        let header: Vec<&str> =
+            text.lines().take_while(|l| l.starts_with('#')).map(|l| l.trim_start_matches("# ")).collect();
+        println!("  {file:<20} {}", header.first().copied().unwrap_or(""));
+        for line in header.iter().skip(1) {
+            println!("  {:<20} {line}", "");
         }
     }
     println!();
@@ -310,6 +352,7 @@ fn demo(lab: &mut Lab, args: &DemoArgs) -> Result<ExitCode> {
         for (a, b) in zones.pairs {
             opts = opts.wire(a, b);
         }
+        opts.extra_args = vec!["--flow-log".to_owned(), flow_log.display().to_string()];
         opts.ready_timeout = Duration::from_secs(20);
         let moat = MoatProcess::start(&zones.moat_ns, lab.workdir(), &opts).context("starting moat")?;
         println!(
@@ -377,6 +420,7 @@ fn demo(lab: &mut Lab, args: &DemoArgs) -> Result<ExitCode> {
             println!("drops by reason: {}", list.join(", "));
         }
         println!();
+        print_flow_log(&flow_log)?;
     }
     drop(tcp_servers);
     drop(udp_servers);

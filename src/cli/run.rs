@@ -11,14 +11,17 @@
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use moat_bpf::{FailsafePort, NoSocketAction, RedirectorConfig, XdpMode};
-use moat_fastpath::dataplane::{Dataplane, DataplaneConfig, DataplaneReport, WirePair};
-use moat_fastpath::stats::StatsSnapshot;
-use moat_fastpath::worker::{IdlePolicy, WorkerConfig, WorkerMode};
-use moat_fastpath::xsk::{BindMode, BindPolicy, UmemConfig};
 use moat_control::pipeline::Pipeline;
 use moat_control::source::manifests::ManifestDir;
+use moat_fastpath::conntrack::ConntrackConfig;
+use moat_fastpath::dataplane::{Dataplane, DataplaneConfig, DataplaneReport, WirePair};
+use moat_fastpath::stats::StatsSnapshot;
+use moat_fastpath::worker::handoff::Steering;
+use moat_fastpath::worker::{IdlePolicy, WorkerConfig, WorkerMode};
+use moat_fastpath::xsk::{BindMode, BindPolicy, UmemConfig};
 use moat_fastpath::{RuleTable, TableHandle, Verdict};
 use serde_json::{Value, json};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -82,6 +85,22 @@ pub struct RunArgs {
     /// Log counters every N seconds (0 = never).
     #[arg(long, default_value_t = 0)]
     pub stats_interval: u64,
+    /// Connections tracked per worker (the flow table is allocated at start; when it is full, dead and
+    /// embryonic flows are evicted first and established ones never for a new one).
+    #[arg(long, default_value_t = ConntrackConfig::default().capacity,
+          value_parser = conntrack_capacity)]
+    pub conntrack_capacity: usize,
+    /// Keep connections a new policy no longer allows (Linux conntrack's behaviour). By default a
+    /// table swap re-checks every live connection at its next packet and cuts the revoked ones.
+    #[arg(long)]
+    pub conntrack_keep_on_revoke: bool,
+    /// Which worker decides a connection on multi-queue pairs: `hash` (any NIC: frames of a connection
+    /// another worker owns are handed to it) or `queue` (the receiving worker; only with symmetric RSS).
+    #[arg(long, value_enum, default_value_t = SteeringArg::Hash)]
+    pub steering: SteeringArg,
+    /// Append one JSON line per ended flow (Calico flow-log field names) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub flow_log: Option<PathBuf>,
     /// Quiet time after a change in the rule directory before it is reloaded (a burst of writes is
     /// one reload). SIGHUP reloads at once.
     #[arg(long, default_value_t = 20)]
@@ -113,6 +132,12 @@ pub enum XdpModeArg {
 pub enum NoSocketArg {
     Drop,
     Pass,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SteeringArg {
+    Hash,
+    Queue,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -163,6 +188,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             mode: if args.bare { WorkerMode::Bare } else { WorkerMode::Filter },
         },
         pin_cores: !args.no_pin,
+        conntrack: ConntrackConfig {
+            capacity: args.conntrack_capacity,
+            revalidate: !args.conntrack_keep_on_revoke,
+            ..ConntrackConfig::default()
+        },
+        steering: match args.steering {
+            SteeringArg::Hash => Steering::Hash,
+            SteeringArg::Queue => Steering::Queue,
+        },
+        ..DataplaneConfig::default()
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -191,6 +226,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(pairs = args.pairs.len(), generation = tables.generation(), "forwarding");
 
+    let records = Arc::clone(dataplane.records());
+    let mut flow_log = FlowLog::open(args.flow_log.as_deref())?;
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let mut last_log = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -200,6 +237,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             reload_rules(&mut source, &tables, changed.unwrap_or_else(Instant::now), &mut reload);
         }
         tables.reclaim();
+        flow_log.drain(&records, &tables);
         if let Some(interval) = interval
             && last_log.elapsed() >= interval
         {
@@ -212,7 +250,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopping");
     let report = dataplane.stop();
+    // The workers ended every flow they still tracked: those records are the last ones.
+    flow_log.drain(&records, &tables);
+    flow_log.flush();
     let mut summary = report_json(&report, &tables);
+    summary["flow_records"] = json!({"written": flow_log.written, "taken": flow_log.taken,
+        "dropped_queue_full": records.dropped(), "write_errors": flow_log.errors});
     summary["table"]["reloads"] = json!(reload.reloads);
     summary["table"]["reload_failures"] = json!(reload.failures);
     summary["table"]["last_change_to_enforcement_ms"] = json!(reload.last_latency.map(|d| d.as_secs_f64() * 1e3));
@@ -229,6 +272,72 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(path);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where flow records go: JSON lines (see `moat_control::flowlog`) appended to a file, or nowhere
+/// (records are still taken, so the workers' queue never fills for lack of a reader).
+struct FlowLog {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    taken: u64,
+    written: u64,
+    errors: u64,
+}
+
+impl FlowLog {
+    fn open(path: Option<&Path>) -> anyhow::Result<FlowLog> {
+        let out = match path {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening flow log {}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(FlowLog { out, taken: 0, written: 0, errors: 0 })
+    }
+
+    /// Takes every waiting record; names come from the table in force.
+    fn drain(&mut self, records: &moat_fastpath::conntrack::RecordQueue, tables: &TableHandle) {
+        if records.is_empty() {
+            return;
+        }
+        let table = tables.load();
+        let mut wrote = false;
+        while let Some(record) = records.pop() {
+            self.taken += 1;
+            let Some(out) = self.out.as_mut() else { continue };
+            let doc = moat_control::flowlog::document(&record, &table);
+            match serde_json::to_writer(&mut *out, &doc)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+            {
+                Ok(()) => {
+                    self.written += 1;
+                    wrote = true;
+                }
+                Err(err) => {
+                    // Counted and logged once per burst; the dataplane never waits for the log.
+                    if self.errors == 0 {
+                        tracing::error!(error = %err, "writing the flow log");
+                    }
+                    self.errors += 1;
+                }
+            }
+        }
+        if wrote {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = self.out.as_mut()
+            && out.flush().is_err()
+        {
+            self.errors += 1;
+        }
+    }
 }
 
 /// Recompiles the rules after a change first seen at `since` and publishes them; on any error the
@@ -331,6 +440,16 @@ pub fn load_acl(dir: &Path, default: Verdict) -> anyhow::Result<RuleTable> {
     Ok(RuleTable::new(rules, default, used.join(", ")))
 }
 
+fn conntrack_capacity(text: &str) -> Result<usize, String> {
+    use moat_fastpath::conntrack::{MAX_CAPACITY, MIN_CAPACITY};
+    let n: usize = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if (MIN_CAPACITY..=MAX_CAPACITY).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} flows per worker: must be between {MIN_CAPACITY} and {MAX_CAPACITY}"))
+    }
+}
+
 fn parse_failsafe(spec: Option<&str>) -> anyhow::Result<Vec<FailsafePort>> {
     match spec {
         None => Ok(FailsafePort::calico_defaults()),
@@ -370,6 +489,11 @@ pub fn report_json(report: &DataplaneReport, tables: &TableHandle) -> Value {
                 };
                 w["kernel"] = json!({"a": side(&sides[0]), "b": side(&sides[1])});
             }
+            if let Some((_, ct)) = report.conntrack.iter().find(|(i, _)| i == info) {
+                let named: serde_json::Map<String, Value> =
+                    ct.named().into_iter().map(|(k, v)| (k, json!(v))).collect();
+                w["conntrack"] = Value::Object(named);
+            }
             if let Some(exit) = exit {
                 w["frames"] = json!({
                     "free": exit.census.free, "in_use": exit.census.user,
@@ -399,5 +523,6 @@ fn worker_json(s: &StatsSnapshot) -> Value {
         "rx": s.rx_packets, "tx": s.tx_packets, "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes,
         "bridged_non_ip": s.bridged_non_ip, "dropped": dropped, "batches": s.batches,
         "idle_waits": s.idle_waits, "table_generation": s.table_generation,
+        "handed_off": s.handed_off, "handoff_received": s.handoff_received,
     })
 }

@@ -3,19 +3,27 @@
 //! The worker owns a UMEM and two AF_XDP sockets sharing it, one on each interface of the pair, bound
 //! to the same queue number. Its loop, per iteration:
 //!
-//! 1. load the current rule table (once per batch: the whole batch is decided by one generation);
-//! 2. for each direction, take up to `batch` frames from the RX ring, decide each one, and queue the
-//!    ones to forward on the *other* socket's TX ring — the descriptor moves, the bytes never do;
-//! 3. reclaim transmitted frames from both completion rings, and top up both fill rings;
-//! 4. when several iterations found nothing to do, sleep in poll(2) until traffic arrives (unless
+//! 1. load the current rule table (once per batch: the whole batch is decided by one generation)
+//!    and read the clock once for the batch;
+//! 2. for each direction, take up to `batch` frames from the RX ring, decide each one (parse,
+//!    connection tracking, policy for new flows: [`decide`]), and queue the ones to forward on the
+//!    *other* socket's TX ring — the descriptor moves, the bytes never do; frames of connections
+//!    another worker owns are copied to that worker's mailbox ([`handoff`]);
+//! 3. decide and forward the frames other workers handed over (copied into this worker's UMEM);
+//! 4. expire a bounded slice of the flow table;
+//! 5. reclaim transmitted frames from both completion rings, and top up both fill rings;
+//! 6. when several iterations found nothing to do, sleep in poll(2) until traffic arrives (unless
 //!    configured to busy-poll), so an idle worker does not burn a core.
 
 pub mod decide;
+pub mod handoff;
 
-use crate::classify::TableHandle;
+use crate::classify::{RuleTable, TableHandle};
+use crate::conntrack::{FlowTable, now_ns};
 use crate::stats::{DropCause, WorkerStats};
 use crate::xsk::{Census, Owner, Umem, XskSocket, wait_readable};
-pub use decide::{Decision, decide};
+pub use decide::{Context, Decision, decide};
+use handoff::{Crossing, PairRoute};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -69,10 +77,15 @@ pub struct WorkerExit {
     pub refused_descriptors: u64,
 }
 
+/// Flow-table slots examined for expiry per iteration: bounded work, and a full sweep of a
+/// 262,144-entry table every few thousand iterations.
+const EXPIRE_BUDGET: usize = 64;
+
 /// One direction's sockets: frames arrive on `rx`, leave on `tx`.
 struct Direction<'a> {
     rx: &'a mut XskSocket,
     tx: &'a mut XskSocket,
+    crossing: Crossing,
 }
 
 /// A worker for one (wire pair, queue).
@@ -87,11 +100,15 @@ pub struct Worker {
     config: WorkerConfig,
     /// TX descriptors pending after the previous iteration (to tell progress from a stuck link).
     last_pending_tx: u32,
+    flows: FlowTable,
+    /// Mailboxes of the pair's workers, when connections are steered by hash (several queues).
+    route: Option<PairRoute>,
 }
 
 impl Worker {
     /// Builds a worker and lends the kernel its first frames (both fill rings full), so the sockets
     /// can receive from the moment they are registered with the redirector.
+    #[allow(clippy::too_many_arguments)] // each is one distinct part the dataplane wires together
     pub fn new(
         umem: Umem,
         a: XskSocket,
@@ -99,8 +116,10 @@ impl Worker {
         tables: Arc<TableHandle>,
         stats: Arc<WorkerStats>,
         config: WorkerConfig,
+        flows: FlowTable,
+        route: Option<PairRoute>,
     ) -> Worker {
-        let mut worker = Worker { a, b, umem, tables, stats, config, last_pending_tx: 0 };
+        let mut worker = Worker { a, b, umem, tables, stats, config, last_pending_tx: 0, flows, route };
         worker.refill();
         worker
     }
@@ -138,13 +157,17 @@ impl Worker {
     pub fn iteration(&mut self) -> u32 {
         let table = self.tables.load();
         self.stats.batch(table.generation());
+        let now = now_ns();
         let mut moved = 0;
         {
-            let Worker { a, b, umem, stats, config, .. } = self;
-            moved += forward(Direction { rx: a, tx: b }, umem, stats, &table, config);
-            moved += forward(Direction { rx: b, tx: a }, umem, stats, &table, config);
+            let Worker { a, b, umem, stats, config, flows, route, .. } = self;
+            let mut cx = Context { table: &table, flows, now_ns: now, route: route.as_ref() };
+            moved += forward(Direction { rx: a, tx: b, crossing: Crossing::AToB }, umem, stats, &mut cx, config);
+            moved += forward(Direction { rx: b, tx: a, crossing: Crossing::BToA }, umem, stats, &mut cx, config);
         }
+        moved += self.forward_handed_over(&table, now);
         drop(table);
+        self.flows.expire(now, EXPIRE_BUDGET);
         let ring = self.a.ring_size();
         let pool = self.umem.pool_mut();
         self.a.reclaim_completed(pool, ring);
@@ -159,6 +182,59 @@ impl Worker {
         moved + u32::from(progressing)
     }
 
+    /// Decides and forwards up to one batch of the frames other workers handed over: each is copied
+    /// into a free frame of this worker's UMEM and queued on the TX ring of its way out.
+    fn forward_handed_over(&mut self, table: &RuleTable, now: u64) -> u32 {
+        let Worker { a, b, umem, stats, config, flows, route, .. } = self;
+        let Some(mailbox) = route.as_ref().and_then(PairRoute::mine) else { return 0 };
+        if mailbox.is_empty() {
+            return 0;
+        }
+        let (room_a, room_b) = (a.tx_free(config.batch), b.tx_free(config.batch));
+        let (mut queued_a, mut queued_b) = (0, 0);
+        let mut taken = 0;
+        // The owner decides: no further handoff.
+        let mut cx = Context { table, flows, now_ns: now, route: None };
+        while taken < config.batch {
+            let Some(handed) = mailbox.pop() else { break };
+            taken += 1;
+            stats.handoff_received();
+            let bytes = handed.bytes();
+            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            match decide(bytes, handed.crossing, &mut cx) {
+                Decision::Forward | Decision::Bridge | Decision::HandedOff => {
+                    let (tx, queued, room) = match handed.crossing {
+                        Crossing::AToB => (&mut *b, &mut queued_b, room_b),
+                        Crossing::BToA => (&mut *a, &mut queued_a, room_a),
+                    };
+                    if *queued >= room {
+                        stats.dropped(DropCause::TxRingFull);
+                        continue;
+                    }
+                    let Some(mut frame) = umem.pool_mut().alloc() else {
+                        stats.dropped(DropCause::NoFreeFrame);
+                        continue;
+                    };
+                    match umem.bytes_mut(&mut frame, 0, len) {
+                        Some(dst) => dst.copy_from_slice(bytes),
+                        None => {
+                            umem.pool_mut().release(frame);
+                            stats.dropped(DropCause::BadDescriptor);
+                            continue;
+                        }
+                    }
+                    tx.tx_write(umem.pool_mut(), *queued, frame, 0, len);
+                    stats.transmitted(len);
+                    *queued += 1;
+                }
+                Decision::Drop(cause) => stats.dropped(cause),
+            }
+        }
+        a.tx_submit(queued_a);
+        b.tx_submit(queued_b);
+        taken
+    }
+
     fn refill(&mut self) {
         let ring = self.a.ring_size();
         let pool = self.umem.pool_mut();
@@ -167,8 +243,10 @@ impl Worker {
     }
 
     /// Takes back every frame the kernel will return: completions for frames still in TX rings.
-    /// Frames on the fill rings stay lent until the sockets close.
+    /// Frames on the fill rings stay lent until the sockets close. Every tracked flow ends with a
+    /// record (end reason: shutdown).
     fn drain(mut self) -> WorkerExit {
+        self.flows.drain(now_ns());
         for _ in 0..100 {
             let pool = self.umem.pool_mut();
             let ring = self.a.ring_size();
@@ -190,7 +268,7 @@ fn forward(
     dir: Direction<'_>,
     umem: &mut Umem,
     stats: &WorkerStats,
-    table: &crate::classify::RuleTable,
+    cx: &mut Context<'_>,
     config: &WorkerConfig,
 ) -> u32 {
     let received = dir.rx.rx_available(config.batch);
@@ -210,7 +288,7 @@ fn forward(
         let decision = match config.mode {
             WorkerMode::Bare => Decision::Forward,
             WorkerMode::Filter => match umem.bytes(&frame, offset, len) {
-                Some(bytes) => decide(bytes, table),
+                Some(bytes) => decide(bytes, dir.crossing, cx),
                 None => Decision::Drop(DropCause::BadDescriptor),
             },
         };
@@ -226,6 +304,10 @@ fn forward(
             Decision::Forward | Decision::Bridge => {
                 umem.pool_mut().release(frame);
                 stats.dropped(DropCause::TxRingFull);
+            }
+            Decision::HandedOff => {
+                umem.pool_mut().release(frame);
+                stats.handed_off();
             }
             Decision::Drop(cause) => {
                 umem.pool_mut().release(frame);
