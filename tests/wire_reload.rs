@@ -1,6 +1,7 @@
-//! Rule tables change under a running dataplane: by editing the rule directory of `moat run`, and by
-//! publishing thousands of tables while traffic flows. Nothing allowed may be lost, nothing denied may
-//! pass, and a broken rule file leaves the last good table in force.
+//! Rule tables change under a running dataplane: by editing the directory of `moat run` (raw ACL files, and
+//! Kubernetes/Calico manifests recompiled through the control pipeline), and by publishing thousands of tables
+//! while traffic flows. Nothing allowed may be lost, nothing denied may pass, and a broken rule file or manifest
+//! leaves the last good table in force.
 // A test binary: a panic is the assertion, in helpers as in test bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -177,4 +178,48 @@ fn thousands_of_swaps_under_traffic_lose_nothing_and_leak_nothing() {
     assert_eq!((exit.census.user, exit.census.tx), (0, 0), "frames leaked: {exit:?}");
     // Every replaced table has been freed by the publisher side, none by a worker.
     assert_eq!(tables.reclaim(), 0, "retired tables still alive");
+}
+
+#[test]
+fn editing_manifests_recompiles_and_a_broken_manifest_keeps_the_last_good_table() {
+    let test = "editing_manifests_recompiles_and_a_broken_manifest_keeps_the_last_good_table";
+    let Some((lab, topo)) = support::wire(test, 1) else { return };
+    let (c, s) = (&topo.client, &topo.server);
+    let server = probe::TcpEchoServer::start(&s.ns, sock(s.ipv4, 80)).unwrap();
+    let deny_all = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: isolate, namespace: servers}\n\
+                    spec: {podSelector: {}, policyTypes: [Ingress]}\n";
+    let cluster = support::cluster(&topo);
+    let moat = support::start_moat_manifests(
+        &lab,
+        &topo,
+        &[("00-cluster.yaml", &cluster), ("50-policy.yaml", deny_all)],
+        None,
+        &[],
+    );
+    let policy = lab.workdir().join("manifests").join("50-policy.yaml");
+    let reach = || probe::tcp_reach(&c.ns, server.addr(), Duration::from_millis(500)).unwrap();
+    check(&moat, reach() == probe::Outcome::NoAnswer, || "isolated before the edit".to_owned());
+
+    // Open port 80 to the clients' namespace: recompiled and swapped in while running.
+    let allow = format!(
+        "{deny_all}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: web, namespace: servers}}\n\
+         spec:\n  podSelector: {{matchLabels: {{app: server}}}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{side: clients}}}}}}]\n    ports: [{{protocol: TCP, port: 80}}]\n"
+    );
+    std::fs::write(&policy, &allow).unwrap();
+    eventually("the new allow policy", || reach() == probe::Outcome::Answered);
+
+    // A selector that does not parse, in a second file: the whole snapshot is refused, the allow stays.
+    let broken = "apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: broken}\n\
+                  spec: {selector: \"app == \", types: [Ingress], ingress: [{action: Deny}]}\n";
+    std::fs::write(lab.workdir().join("manifests").join("60-broken.yaml"), broken).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let echoed = ok(&moat, probe::tcp_exchange(&c.ns, server.addr(), b"still allowed", CONNECT));
+    check(&moat, echoed == b"still allowed", || "the last good table must stay in force".to_owned());
+
+    let stats = support::stop_moat(moat);
+    let table = &stats.raw["table"];
+    assert_eq!(table["generation"], 2, "one successful reload: {table}");
+    assert!(table["reload_failures"].as_u64().unwrap_or(0) >= 1, "{table}");
+    let error = table["last_reload_error"].as_str().unwrap_or("");
+    assert!(error.contains("60-broken.yaml") && error.contains("selector"), "the error names file and field: {table}");
 }
