@@ -62,11 +62,10 @@ fn editing_the_rules_reloads_them_and_a_broken_file_keeps_the_last_good_table() 
 }
 
 #[test]
-fn thousands_of_swaps_under_traffic_lose_nothing_and_leak_nothing() {
-    let Some((_lab, topo)) = support::wire("thousands_of_swaps_under_traffic_lose_nothing_and_leak_nothing", 1) else {
-        return;
-    };
-    let (c, s) = (topo.client.clone(), topo.server.clone());
+fn thousands_of_acl_swaps_under_traffic_lose_nothing_and_leak_nothing() {
+    let test = "thousands_of_acl_swaps_under_traffic_lose_nothing_and_leak_nothing";
+    let Some((_lab, topo)) = support::wire(test, 1) else { return };
+    let (c, s) = (&topo.client, &topo.server);
     // Two different tables with the same meaning for this traffic: 9000 allowed, 9001 denied.
     let table_a = format!("allow udp {}/32 {}/32 9000\ndeny any any any\n", c.ipv4, s.ipv4);
     let table_b = format!(
@@ -75,8 +74,40 @@ fn thousands_of_swaps_under_traffic_lose_nothing_and_leak_nothing() {
         s = s.ipv4
     );
     let parse = |text: &str| RuleTable::new(acl::parse(text, "swap.acl").unwrap(), Verdict::Deny, "swap");
+    swaps_under_traffic(&topo, parse(&table_a), parse(&table_b));
+}
+
+#[test]
+fn thousands_of_compiled_policy_swaps_under_traffic_lose_nothing_and_leak_nothing() {
+    let test = "thousands_of_compiled_policy_swaps_under_traffic_lose_nothing_and_leak_nothing";
+    let Some((_lab, topo)) = support::wire(test, 1) else { return };
+    // Two compiled Kubernetes/Calico policies with the same meaning for this traffic, built differently:
+    // a NetworkPolicy allowing UDP 9000, and a tiered GlobalNetworkPolicy denying 9001 in front of a
+    // NetworkPolicy allowing the range 8999-9000.
+    let cluster = support::cluster(&topo);
+    let a = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: udp, namespace: servers}\n\
+             spec:\n  podSelector: {}\n  ingress: [{ports: [{protocol: UDP, port: 9000}]}]\n";
+    let b = "apiVersion: crd.projectcalico.org/v1\nkind: Tier\nmetadata: {name: guard}\nspec: {order: 10}\n---\n\
+             apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: guard.no-9001}\n\
+             spec: {tier: guard, selector: all(), types: [Ingress], ingress: [{action: Deny, protocol: UDP, \
+             destination: {ports: [9001]}}, {action: Pass}]}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: udp, namespace: servers}\n\
+             spec:\n  podSelector: {}\n  ingress: [{ports: [{protocol: UDP, port: 8999, endPort: 9000}]}]\n";
+    let compile = |policy: &str| {
+        let report = moat_control::manifest::load_str(&format!("{cluster}{policy}"), std::path::Path::new("swap.yaml"));
+        assert!(report.is_clean(), "{:?}", report.errors);
+        let snapshot = moat_control::source::Snapshot { model: report.to_model(), notes: Vec::new() };
+        moat_control::pipeline::Pipeline::new().build(&snapshot, "swap").unwrap().0
+    };
+    swaps_under_traffic(&topo, compile(a), compile(b));
+}
+
+/// Publishes `table_a` and `table_b` alternately, thousands of times, while numbered UDP datagrams to port 9000
+/// (allowed by both) and 9001 (denied by both) cross a real dataplane.
+fn swaps_under_traffic(topo: &moat::lab::WireTopology, table_a: RuleTable, table_b: RuleTable) {
+    let (c, s) = (topo.client.clone(), topo.server.clone());
     let tables = TableHandle::new(RuleTable::fail_closed());
-    tables.publish(parse(&table_a));
+    tables.publish(table_a.clone());
 
     // The dataplane runs in-process, on threads inside moat's namespace.
     let stop_dataplane = Arc::new(AtomicBool::new(false));
@@ -132,12 +163,10 @@ fn thousands_of_swaps_under_traffic_lose_nothing_and_leak_nothing() {
     // Publisher: swap the two tables back to back while the traffic flows.
     let sending = Arc::new(AtomicBool::new(true));
     let (pub_tables, pub_sending) = (Arc::clone(&tables), Arc::clone(&sending));
-    let (text_a, text_b) = (table_a.clone(), table_b.clone());
     let publisher = std::thread::spawn(move || {
         let mut swaps = 0u64;
         while pub_sending.load(Ordering::Relaxed) {
-            let text = if swaps % 2 == 0 { &text_b } else { &text_a };
-            pub_tables.publish(RuleTable::new(acl::parse(text, "swap.acl").unwrap(), Verdict::Deny, "swap"));
+            pub_tables.publish(if swaps % 2 == 0 { table_b.clone() } else { table_a.clone() });
             swaps += 1;
             std::thread::sleep(Duration::from_micros(50));
         }
