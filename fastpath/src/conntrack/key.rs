@@ -2,9 +2,8 @@
 //!
 //! A [`PacketKey`] is a packet's identity in the packet's own orientation (source first). The
 //! table stores keys in the initiator's orientation and matches a packet against both
-//! orientations, which tells the packet's direction; the hash is taken over the *canonical* form
-//! (the two `(address, port)` ends in a fixed order), so both directions of a connection hash
-//! alike. The same function with a fixed seed is [`owner_hash`](super::owner_hash).
+//! orientations, which tells the packet's direction; the hash combines the two `(address, port)`
+//! ends symmetrically, so both directions of a connection hash alike. The same function with a fixed seed is [`owner_hash`](super::owner_hash).
 
 use crate::classify::FlowKey;
 use moat_wire::icmp::{icmpv4_type, icmpv6_type};
@@ -200,30 +199,18 @@ impl PacketKey {
         }
     }
 
-    /// The key as six words with its two ends in canonical order, so that both orientations give
-    /// the same words.
-    #[inline]
-    fn canonical_words(&self) -> [u64; 6] {
-        let (a, ap, b, bp) = if (self.src, self.src_port) <= (self.dst, self.dst_port) {
-            (self.src, self.src_port, self.dst, self.dst_port)
-        } else {
-            (self.dst, self.dst_port, self.src, self.src_port)
-        };
-        let ports = (u64::from(ap) << 48) | (u64::from(bp) << 32) | u64::from(self.vlan_proto);
-        [a[0], a[1], b[0], b[1], ports, u64::from(self.meta & KEY_META_MASK)]
-    }
-
-    /// Symmetric hash of the key: equal for both orientations.
+    /// Symmetric hash of the key: equal for both orientations. Each end (address, port) is hashed
+    /// on its own and the two are added, which is symmetric without comparing the ends (a
+    /// comparison would be a branch the direction of each packet makes unpredictable).
     #[inline]
     pub(crate) fn hash(&self, seed: &HashSeed) -> u64 {
-        let w = self.canonical_words();
         let s = &seed.0;
-        // Three independent products (they issue in parallel), then one to mix them. Each operand
-        // carries a seed word, so with a secret seed no input can zero a product on purpose.
-        let a = fold(w[0] ^ s[0], w[1] ^ s[1]);
-        let b = fold(w[2] ^ s[2], w[3] ^ s[3]);
-        let c = fold(w[4] ^ s[1], w[5] ^ s[2]);
-        fold(a ^ s[3], b.rotate_left(23) ^ c)
+        // Every operand carries a seed word, so with a secret seed no input can zero a product on
+        // purpose; the two ends' products are independent and issue in parallel.
+        let end = |addr: [u64; 2], port: u16| fold(fold(addr[0] ^ s[0], addr[1] ^ s[1]) ^ s[2], u64::from(port) ^ s[3]);
+        let ends = end(self.src, self.src_port).wrapping_add(end(self.dst, self.dst_port));
+        let rest = (u64::from(self.vlan_proto) << 8) | u64::from(self.meta & KEY_META_MASK);
+        fold(ends ^ s[1], rest ^ s[0])
     }
 }
 

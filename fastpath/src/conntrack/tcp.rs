@@ -60,8 +60,20 @@ impl TcpState {
         TcpState::SynSent2,
     ];
 
+    #[inline]
     pub(crate) fn from_u8(v: u8) -> Option<TcpState> {
-        TcpState::ALL.into_iter().find(|s| *s as u8 == v)
+        Some(match v {
+            1 => TcpState::SynSent,
+            2 => TcpState::SynRecv,
+            3 => TcpState::Established,
+            4 => TcpState::FinWait,
+            5 => TcpState::CloseWait,
+            6 => TcpState::LastAck,
+            7 => TcpState::TimeWait,
+            8 => TcpState::Close,
+            9 => TcpState::SynSent2,
+            _ => return None,
+        })
     }
 
     /// Linux's name (`SYN_SENT`, `ESTABLISHED`, …).

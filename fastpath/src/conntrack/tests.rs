@@ -867,6 +867,9 @@ fn a_full_table_keeps_every_flow_findable() {
     assert_eq!(h.table.len(), capacity);
     assert_eq!(h.snapshot().index_full, 0);
     h.table.check_invariants();
+    let share = h.table.first_bucket_share();
+    println!("full table: {:.1}% of entries in their first bucket", share * 100.0);
+    assert!(share > 0.9, "{share}");
     for f in &frames {
         assert_eq!(h.state(f), Some(FlowState::Unreplied));
     }
@@ -952,6 +955,39 @@ mod props {
                 let (e, ev, _) = parse(&error);
                 prop_assert_eq!(owner_hash(&e, &ev), owner_hash(&forward, &fv));
             }
+        }
+
+        #[test]
+        fn a_batch_decides_exactly_as_packets_one_by_one(
+            batches in proptest::collection::vec(
+                (proptest::collection::vec((0u32..6, 0u32..6, 0u16..4, 0u16..4, kind(), any::<bool>()), 0..40),
+                 0u64..50, any::<bool>()),
+                1..12),
+        ) {
+            let config = ConntrackConfig { capacity: 16, hash_seed: Some(4), ..ConntrackConfig::default() };
+            let mut one = Harness::with(config.clone());
+            let mut many = Harness::with(config);
+            let allow = |k: &FlowKey| Admission::bare(if (k.src_port ^ k.dst_port) & 1 == 0 { Verdict::Allow } else { Verdict::Deny });
+            for (packets, seconds, new_generation) in batches {
+                for h in [&mut one, &mut many] {
+                    h.advance(seconds);
+                    h.generation += u64::from(new_generation);
+                }
+                let inputs: Vec<TrackInput> = packets.iter().map(|(a, b, sport, dport, kind, v6)| {
+                    let v = if *v6 { IpVersion::V6 } else { IpVersion::V4 };
+                    let f = frame(&addr(*v6, *a), &addr(*v6, *b), transport(kind, *sport, *dport, v));
+                    let (ip, vlan, frame_len) = parse(&f);
+                    TrackInput { ip, vlan, frame_len }
+                }).collect();
+                let expected: Vec<Outcome> = inputs.iter()
+                    .map(|i| one.table.track(&i.ip, &i.vlan, i.frame_len, one.now, one.generation, &mut |k| allow(k)))
+                    .collect();
+                let mut got = vec![Outcome::Forward; inputs.len()];
+                many.table.track_batch(&inputs, many.now, many.generation, &mut |k| allow(k), &mut got);
+                prop_assert_eq!(got, expected);
+                prop_assert_eq!(one.records(), many.records());
+            }
+            prop_assert_eq!(one.snapshot(), many.snapshot());
         }
 
         #[test]
