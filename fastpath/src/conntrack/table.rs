@@ -875,6 +875,7 @@ impl FlowTable {
             let end = segment.seq.wrapping_add(segment.len);
             // Until the responder speaks, its slot holds the least a SYN-ACK may acknowledge.
             e.next_seq = [end, segment.seq.wrapping_add(1)];
+            e.tcp_flags[0] = tcp::flag_byte(segment.flags);
         }
         if let Some(slot) = self.entries.get_mut(idx as usize) {
             *slot = e;
@@ -963,7 +964,13 @@ impl FlowTable {
         e.packets[dir] = e.packets[dir].wrapping_add(1);
         e.bytes[dir] = e.bytes[dir].wrapping_add(u64::from(packet.len));
         if let Some(segment) = packet.tcp {
-            e.tcp_flags[dir] |= tcp::flag_byte(segment.flags);
+            // A side's flags also say that its sequence numbers are tracked (`next_seq`), so a
+            // packet the state machine did not take (ignored, or dropped by a revoked tombstone)
+            // adds its flags only to a side already seen. Denied tombstones track no sequence.
+            let denied = e.class() == Class::Tombstone && e.meta & REVOKED == 0;
+            if e.tcp_flags[dir] != 0 || denied {
+                e.tcp_flags[dir] |= tcp::flag_byte(segment.flags);
+            }
         }
         if touch {
             e.last_seen_ms = now_ms;

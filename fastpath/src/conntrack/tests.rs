@@ -323,6 +323,19 @@ fn a_syn_ack_must_acknowledge_the_syn() {
 }
 
 #[test]
+fn a_packet_the_state_machine_ignores_does_not_make_its_side_tracked() {
+    let mut h = Harness::new();
+    assert_eq!(h.send(&tcp(CLIENT, 40000, SERVER, 80, SYN, 0x8000_0000, 0)), FWD);
+    // A stray ACK from the responder before its SYN-ACK passes, ignored by the state machine.
+    assert_eq!(h.send(&tcp(SERVER, 80, CLIENT, 40000, ACK, 9, 0x7fff_fff0)), FWD);
+    assert_eq!(tcp_state(&h), Some(FlowState::Tcp(TcpState::SynSent)));
+    // The SYN-ACK's sequence, far from the initiator's, is what the responder's side tracks.
+    assert_eq!(h.send(&tcp(SERVER, 80, CLIENT, 40000, SYN_ACK, 5, 0x8000_0001)), FWD);
+    assert_eq!(h.send(&tcp(SERVER, 80, CLIENT, 40000, RST, 6, 0)), FWD);
+    assert_eq!(tcp_state(&h), Some(FlowState::Tcp(TcpState::Close)));
+}
+
+#[test]
 fn acknowledging_unsent_data_is_invalid() {
     let mut h = Harness::new();
     handshake(&mut h);
