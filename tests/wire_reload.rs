@@ -140,6 +140,11 @@ fn swaps_under_traffic(topo: &moat::lab::WireTopology, table_a: RuleTable, table
         s.ns.spawn_in(move || {
             let allowed = UdpSocket::bind(sock(s.ipv4, 9000)).unwrap();
             let denied = UdpSocket::bind(sock(s.ipv4, 9001)).unwrap();
+            // Room for every datagram of the run: on a loaded machine this thread may not be scheduled for a
+            // while, and a loss in the receiving socket would look like the dataplane's.
+            for socket in [&allowed, &denied] {
+                nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &(32 << 20)).unwrap();
+            }
             bound_tx.send(()).unwrap();
             denied.set_nonblocking(true).unwrap();
             allowed.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -196,7 +201,11 @@ fn swaps_under_traffic(topo: &moat::lab::WireTopology, table_a: RuleTable, table
 
     let missing: Vec<u32> = (0..sent).filter(|n| !seen.contains(n)).take(10).collect();
     let (_, worker, exit) = &report.workers[0];
-    eprintln!("{swaps} table swaps during {sent} allowed + {sent} denied datagrams; worker: {worker:?}");
+    let drops: Vec<_> = worker.dropped.iter().filter(|(_, n)| *n > 0).collect();
+    eprintln!(
+        "{swaps} table swaps during {sent} allowed + {sent} denied datagrams; worker rx {} tx {}, drops {drops:?}",
+        worker.rx_packets, worker.tx_packets
+    );
     assert!(swaps >= 1000, "only {swaps} swaps: the test did not stress the swap");
     assert!(missing.is_empty(), "{} allowed datagrams lost, first {missing:?}", sent as usize - seen.len());
     assert_eq!(leaked, 0, "denied datagrams passed");

@@ -3,7 +3,7 @@
 
 use super::handoff::{Crossing, HandoffError, PairRoute};
 use crate::classify::RuleTable;
-use crate::conntrack::{CtDrop, FlowTable, Outcome, owner_hash};
+use crate::conntrack::{CtDrop, FlowTable, Outcome, TrackInput, owner_hash};
 use crate::stats::DropCause;
 use moat_wire::{Network, parse_frame};
 
@@ -30,33 +30,64 @@ pub struct Context<'a> {
     pub route: Option<&'a PairRoute>,
 }
 
-/// Parses `frame` (received on the side `crossing` names) and decides it. Never panics, never
-/// allocates.
+/// The part of a decision that needs no flow table: parse, bridge non-IP, steer to the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Triage {
+    /// Decided already.
+    Done(Decision),
+    /// An IP packet of a connection this worker owns: its flow table decides.
+    Track(TrackInput),
+}
+
+/// Parses `frame` (received on the side `crossing` names) and, unless it is this worker's to track,
+/// decides it. With `route`, frames of connections another worker owns are copied to its mailbox.
 #[inline]
-pub fn decide(frame: &[u8], crossing: Crossing, cx: &mut Context<'_>) -> Decision {
+pub fn triage(frame: &[u8], crossing: Crossing, route: Option<&PairRoute>) -> Triage {
     let summary = match parse_frame(frame) {
         Ok(summary) => summary,
-        Err(reason) => return Decision::Drop(DropCause::Wire(reason)),
+        Err(reason) => return Triage::Done(Decision::Drop(DropCause::Wire(reason))),
     };
     let ip = match summary.network {
         Network::Ip(ip) => ip,
-        Network::Arp(_) | Network::Other { .. } => return Decision::Bridge,
+        Network::Arp(_) | Network::Other { .. } => return Triage::Done(Decision::Bridge),
     };
-    if let Some(route) = cx.route {
+    if let Some(route) = route {
         let owner = route.owner(owner_hash(&ip, &summary.vlan));
         if owner != route.me {
-            return match route.mailboxes.get(owner).map(|m| m.push(crossing, frame)) {
+            return Triage::Done(match route.mailboxes.get(owner).map(|m| m.push(crossing, frame)) {
                 Some(Ok(())) => Decision::HandedOff,
-                Some(Err(HandoffError::Full)) | None => Decision::Drop(DropCause::HandoffFull),
-                Some(Err(HandoffError::TooLarge)) => Decision::Drop(DropCause::HandoffFull),
-            };
+                Some(Err(HandoffError::Full | HandoffError::TooLarge)) | None => Decision::Drop(DropCause::HandoffFull),
+            });
         }
     }
-    let table = cx.table;
-    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-    match cx.flows.track(&ip, &summary.vlan, len, cx.now_ns, table.generation(), &mut |key| table.admit(key)) {
+    let frame_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+    Triage::Track(TrackInput { ip, vlan: summary.vlan, frame_len })
+}
+
+/// The decision for a tracked packet's outcome.
+#[inline]
+pub fn decision_of(outcome: Outcome) -> Decision {
+    match outcome {
         Outcome::Forward => Decision::Forward,
         Outcome::Drop(drop) => Decision::Drop(drop_cause(drop)),
+    }
+}
+
+/// Parses `frame` (received on the side `crossing` names) and decides it, one frame at a time (the
+/// worker decides its RX batches with [`triage`] and `FlowTable::track_batch`). Never panics, never
+/// allocates.
+#[inline]
+pub fn decide(frame: &[u8], crossing: Crossing, cx: &mut Context<'_>) -> Decision {
+    match triage(frame, crossing, cx.route) {
+        Triage::Done(decision) => decision,
+        Triage::Track(input) => {
+            let table = cx.table;
+            let outcome =
+                cx.flows.track(&input.ip, &input.vlan, input.frame_len, cx.now_ns, table.generation(), &mut |key| {
+                    table.admit(key)
+                });
+            decision_of(outcome)
+        }
     }
 }
 

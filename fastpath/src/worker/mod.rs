@@ -19,10 +19,10 @@ pub mod decide;
 pub mod handoff;
 
 use crate::classify::{RuleTable, TableHandle};
-use crate::conntrack::{FlowTable, now_ns};
+use crate::conntrack::{FlowTable, Outcome, TrackInput, now_ns};
 use crate::stats::{DropCause, WorkerStats};
-use crate::xsk::{Census, Owner, Umem, XskSocket, wait_readable};
-pub use decide::{Context, Decision, decide};
+use crate::xsk::{Census, Frame, Owner, Umem, XskSocket, wait_readable};
+pub use decide::{Context, Decision, Triage, decide, decision_of, triage};
 use handoff::{Crossing, PairRoute};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,6 +103,7 @@ pub struct Worker {
     flows: FlowTable,
     /// Mailboxes of the pair's workers, when connections are steered by hash (several queues).
     route: Option<PairRoute>,
+    batch: Batch,
 }
 
 impl Worker {
@@ -119,7 +120,8 @@ impl Worker {
         flows: FlowTable,
         route: Option<PairRoute>,
     ) -> Worker {
-        let mut worker = Worker { a, b, umem, tables, stats, config, last_pending_tx: 0, flows, route };
+        let batch = Batch::with_capacity(config.batch);
+        let mut worker = Worker { a, b, umem, tables, stats, config, last_pending_tx: 0, flows, route, batch };
         worker.refill();
         worker
     }
@@ -160,10 +162,12 @@ impl Worker {
         let now = now_ns();
         let mut moved = 0;
         {
-            let Worker { a, b, umem, stats, config, flows, route, .. } = self;
+            let Worker { a, b, umem, stats, config, flows, route, batch, .. } = self;
             let mut cx = Context { table: &table, flows, now_ns: now, route: route.as_ref() };
-            moved += forward(Direction { rx: a, tx: b, crossing: Crossing::AToB }, umem, stats, &mut cx, config);
-            moved += forward(Direction { rx: b, tx: a, crossing: Crossing::BToA }, umem, stats, &mut cx, config);
+            let a_to_b = Direction { rx: a, tx: b, crossing: Crossing::AToB };
+            moved += forward(a_to_b, umem, stats, &mut cx, config, batch);
+            let b_to_a = Direction { rx: b, tx: a, crossing: Crossing::BToA };
+            moved += forward(b_to_a, umem, stats, &mut cx, config, batch);
         }
         moved += self.forward_handed_over(&table, now);
         drop(table);
@@ -263,20 +267,49 @@ impl Worker {
     }
 }
 
-/// Moves up to one batch from `dir.rx` to `dir.tx`. Returns the number of frames received.
+/// What is known about one received frame between triage and transmission.
+#[derive(Debug)]
+enum Pending {
+    Decided(Decision),
+    /// Waiting for the flow table: the index of its input in [`Batch::inputs`].
+    Tracked(usize),
+}
+
+/// Per-batch scratch space, allocated once per worker for the largest batch: deciding a batch
+/// allocates nothing.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    frames: Vec<(Frame, u32, u32, Pending)>,
+    inputs: Vec<TrackInput>,
+    outcomes: Vec<Outcome>,
+}
+
+impl Batch {
+    fn with_capacity(batch: u32) -> Batch {
+        let n = batch as usize;
+        Batch { frames: Vec::with_capacity(n), inputs: Vec::with_capacity(n), outcomes: vec![Outcome::Forward; n] }
+    }
+}
+
+/// Moves up to one batch from `dir.rx` to `dir.tx`: every frame is triaged (parsed, bridged, handed
+/// to its owner, or kept for tracking), the kept ones are tracked together
+/// ([`FlowTable::track_batch`](crate::conntrack::FlowTable::track_batch), whose lookups overlap
+/// their cache misses), then each frame is transmitted or released in RX order. Returns the number
+/// of frames received.
 fn forward(
     dir: Direction<'_>,
     umem: &mut Umem,
     stats: &WorkerStats,
     cx: &mut Context<'_>,
     config: &WorkerConfig,
+    batch: &mut Batch,
 ) -> u32 {
     let received = dir.rx.rx_available(config.batch);
     if received == 0 {
         return 0;
     }
-    let room = dir.tx.tx_free(received);
-    let mut queued = 0;
+    batch.frames.clear();
+    batch.inputs.clear();
     for i in 0..received {
         let (addr, len) = dir.rx.rx_peek(i);
         let Some(frame) = umem.pool_mut().take_from_kernel(addr, Owner::Fill) else {
@@ -285,12 +318,35 @@ fn forward(
         };
         stats.received(len);
         let offset = umem.offset_in_frame(addr);
-        let decision = match config.mode {
-            WorkerMode::Bare => Decision::Forward,
+        let pending = match config.mode {
+            WorkerMode::Bare => Pending::Decided(Decision::Forward),
             WorkerMode::Filter => match umem.bytes(&frame, offset, len) {
-                Some(bytes) => decide(bytes, dir.crossing, cx),
-                None => Decision::Drop(DropCause::BadDescriptor),
+                Some(bytes) => match triage(bytes, dir.crossing, cx.route) {
+                    Triage::Done(decision) => Pending::Decided(decision),
+                    Triage::Track(input) => {
+                        batch.inputs.push(input);
+                        Pending::Tracked(batch.inputs.len() - 1)
+                    }
+                },
+                None => Pending::Decided(Decision::Drop(DropCause::BadDescriptor)),
             },
+        };
+        batch.frames.push((frame, offset, len, pending));
+    }
+    let tracked = batch.inputs.len();
+    if tracked > 0 {
+        let table = cx.table;
+        let outcomes = batch.outcomes.get_mut(..tracked).unwrap_or_default();
+        cx.flows.track_batch(&batch.inputs, cx.now_ns, table.generation(), &mut |key| table.admit(key), outcomes);
+    }
+    let room = dir.tx.tx_free(received);
+    let mut queued = 0;
+    for (frame, offset, len, pending) in batch.frames.drain(..) {
+        let decision = match pending {
+            Pending::Decided(decision) => decision,
+            Pending::Tracked(k) => {
+                batch.outcomes.get(k).map_or(Decision::Drop(DropCause::BadDescriptor), |o| decision_of(*o))
+            }
         };
         match decision {
             Decision::Forward | Decision::Bridge if queued < room => {
