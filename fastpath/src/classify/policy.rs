@@ -40,6 +40,10 @@
 //! # Invariants
 //! - [`PolicyTable::new`] checks every index (chains, steps, policies, traces), so a lookup never
 //!   indexes out of range; a lookup that still meets an inconsistency denies (fail closed).
+//! - [`PolicyTable::patched`] derives the next generation from a [`PolicyTableDelta`]: elements
+//!   are replaced or appended, never removed, so it checks only what the delta writes (and
+//!   everything in debug builds). Unchanged parts are shared with the previous table
+//!   ([`SharedVec`] chunks, `Arc`s), so an incremental update costs what it changes.
 //! - `decide` never allocates, never panics.
 
 use super::engine::{Action, AddrSet, BuildError, Classifier, IcmpMatch, PortSet, ProtoSet, Rule};
@@ -47,6 +51,7 @@ use super::{FlowKey, Verdict};
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Index into [`PolicyTable::traces`].
 pub type TraceId = u32;
@@ -483,10 +488,38 @@ pub struct PolicyTableParts {
     /// Address → endpoint index (the first endpoint owning the address).
     pub addresses: HashMap<IpAddr, u32>,
     pub chains: Vec<Chain>,
-    pub policies: Vec<std::sync::Arc<PolicyRules>>,
+    pub policies: Vec<Arc<PolicyRules>>,
     pub traces: Vec<TraceInfo>,
     /// IP pools: `(cidr, name)`; the longest prefix containing an address is its zone.
     pub zones: Vec<(IpNetwork, String)>,
+}
+
+/// What changes between one table and the next, for [`PolicyTable::patched`]. Index writes
+/// replace an element, or append one when the index equals the current length (writes are
+/// applied in the order given); nothing is ever removed, so every index an unchanged element
+/// holds stays in range and only the written elements need checking.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyTableDelta {
+    pub endpoints: Vec<(u32, EndpointInfo)>,
+    /// `None` removes the address (no endpoint owns it any more).
+    pub addresses: Vec<(IpAddr, Option<u32>)>,
+    pub chains: Vec<(u32, Chain)>,
+    pub policies: Vec<(u32, Arc<PolicyRules>)>,
+    /// Appended to the trace list.
+    pub traces: Vec<TraceInfo>,
+    /// Replaces the zones when given.
+    pub zones: Option<Vec<(IpNetwork, String)>>,
+}
+
+impl PolicyTableDelta {
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+            && self.addresses.is_empty()
+            && self.chains.is_empty()
+            && self.policies.is_empty()
+            && self.traces.is_empty()
+            && self.zones.is_none()
+    }
 }
 
 /// Why parts do not make a table.
@@ -494,95 +527,314 @@ pub struct PolicyTableParts {
 pub enum PolicyTableError {
     #[error("{what} {index} refers to missing {missing} {target}")]
     Dangling { what: &'static str, index: usize, missing: &'static str, target: u64 },
+    #[error("{what} {index} written past the end (length {len})")]
+    Gap { what: &'static str, index: usize, len: usize },
 }
 
-/// The compiled policy of a cluster; immutable, `Send + Sync`.
+/// Elements per chunk of a [`SharedVec`]: small enough that copying one on a write is cheap,
+/// large enough that the chunk list of a large table stays short.
+const SHARED_CHUNK: usize = 64;
+
+/// A vector that table generations share: fixed-size chunks behind `Arc`s. A new generation
+/// that rewrites a few elements copies only their chunks and the (short) chunk list, so an
+/// incremental update costs what it changes rather than the size of the table, and a table in
+/// use by the workers is never mutated.
+#[derive(Debug, Clone)]
+pub struct SharedVec<T> {
+    chunks: Vec<Arc<[T]>>,
+    len: usize,
+}
+
+impl<T> Default for SharedVec<T> {
+    fn default() -> SharedVec<T> {
+        SharedVec { chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> SharedVec<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.chunks.get(index / SHARED_CHUNK)?.get(index % SHARED_CHUNK)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+}
+
+impl<T: Clone> SharedVec<T> {
+    fn from_vec(v: Vec<T>) -> SharedVec<T> {
+        let len = v.len();
+        SharedVec { chunks: v.chunks(SHARED_CHUNK).map(Arc::from).collect(), len }
+    }
+
+    /// Replaces element `index`, or appends when `index` is the length; `false` past the end.
+    fn set(&mut self, index: usize, value: T) -> bool {
+        if index > self.len {
+            return false;
+        }
+        let (c, i) = (index / SHARED_CHUNK, index % SHARED_CHUNK);
+        match self.chunks.get_mut(c) {
+            Some(chunk) => match Arc::get_mut(chunk).and_then(|c| c.get_mut(i)) {
+                // Already copied by an earlier write of the same delta.
+                Some(slot) => *slot = value,
+                None => {
+                    // Copy-on-write: the chunk is shared with the table in force (or grows).
+                    let mut v = chunk.to_vec();
+                    match v.get_mut(i) {
+                        Some(slot) => *slot = value,
+                        None => v.push(value),
+                    }
+                    *chunk = Arc::from(v);
+                }
+            },
+            None => self.chunks.push(Arc::from(vec![value])),
+        }
+        self.len = self.len.max(index + 1);
+        true
+    }
+
+    /// Appends, copying at most the last (partial) chunk.
+    fn extend(&mut self, items: Vec<T>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut tail: Vec<T> = match self.chunks.last() {
+            Some(c) if c.len() < SHARED_CHUNK => {
+                let v = c.to_vec();
+                self.chunks.pop();
+                v
+            }
+            _ => Vec::new(),
+        };
+        for item in items {
+            tail.push(item);
+            self.len += 1;
+            if tail.len() == SHARED_CHUNK {
+                self.chunks.push(Arc::from(std::mem::take(&mut tail)));
+            }
+        }
+        if !tail.is_empty() {
+            self.chunks.push(Arc::from(tail));
+        }
+    }
+
+    fn to_vec(&self) -> Vec<T> {
+        self.iter().cloned().collect()
+    }
+}
+
+impl<T> std::ops::Index<usize> for SharedVec<T> {
+    type Output = T;
+
+    /// Panics when out of range, like a slice; the lookup path uses [`SharedVec::get`].
+    fn index(&self, index: usize) -> &T {
+        match self.get(index) {
+            Some(v) => v,
+            None => panic!("index {index} out of range for a SharedVec of length {}", self.len),
+        }
+    }
+}
+
+/// The compiled policy of a cluster; immutable, `Send + Sync`. Its parts are shared (`Arc`)
+/// with the tables derived from it by [`PolicyTable::patched`].
 #[derive(Debug, Clone)]
 pub struct PolicyTable {
-    parts: PolicyTableParts,
+    endpoints: SharedVec<EndpointInfo>,
+    addresses: Arc<HashMap<IpAddr, u32>>,
+    chains: SharedVec<Chain>,
+    policies: SharedVec<Arc<PolicyRules>>,
+    traces: SharedVec<TraceInfo>,
+    /// Longest prefix first.
+    zones: Arc<[(IpNetwork, String)]>,
+}
+
+fn dangling(what: &'static str, index: usize, missing: &'static str, target: u32) -> PolicyTableError {
+    PolicyTableError::Dangling { what, index, missing, target: u64::from(target) }
+}
+
+fn check_endpoint(index: usize, e: &EndpointInfo, chains: usize) -> Result<(), PolicyTableError> {
+    match e.chains.iter().find(|&&c| c as usize >= chains) {
+        Some(&c) => Err(dangling("endpoint", index, "chain", c)),
+        None => Ok(()),
+    }
+}
+
+fn check_chain(index: usize, c: &Chain, policies: usize, traces: usize) -> Result<(), PolicyTableError> {
+    if c.profile.1 as usize >= traces {
+        return Err(dangling("chain", index, "trace", c.profile.1));
+    }
+    for s in &c.steps {
+        if let Some(&p) = s.policies.iter().find(|&&p| p as usize >= policies) {
+            return Err(dangling("chain", index, "policy", p));
+        }
+        if let Some((_, t)) = s.end {
+            if t as usize >= traces {
+                return Err(dangling("chain", index, "trace", t));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_policy(index: usize, p: &PolicyRules, traces: usize) -> Result<(), PolicyTableError> {
+    match p.traces.iter().chain(p.logs.iter().map(|l| &l.trace)).find(|&&t| t as usize >= traces) {
+        Some(&t) => Err(dangling("policy", index, "trace", t)),
+        None => Ok(()),
+    }
+}
+
+fn sort_zones(mut zones: Vec<(IpNetwork, String)>) -> Arc<[(IpNetwork, String)]> {
+    zones.sort_by(|a, b| b.0.prefix().cmp(&a.0.prefix()).then_with(|| a.1.cmp(&b.1)));
+    Arc::from(zones)
 }
 
 impl PolicyTable {
     /// Checks every index and sorts the zones for longest-prefix lookup.
-    pub fn new(mut parts: PolicyTableParts) -> Result<PolicyTable, PolicyTableError> {
-        let dangling = |what, index, missing, target: u64| PolicyTableError::Dangling { what, index, missing, target };
-        if let Some(&e) = parts.addresses.values().find(|&&e| e as usize >= parts.endpoints.len()) {
-            return Err(dangling("address", 0, "endpoint", u64::from(e)));
-        }
-        for (i, e) in parts.endpoints.iter().enumerate() {
-            for c in e.chains {
-                if c as usize >= parts.chains.len() {
-                    return Err(dangling("endpoint", i, "chain", u64::from(c)));
-                }
-            }
-        }
-        let ntraces = parts.traces.len();
-        let trace_ok = |t: TraceId| (t as usize) < ntraces;
-        for (i, c) in parts.chains.iter().enumerate() {
-            if !trace_ok(c.profile.1) {
-                return Err(dangling("chain", i, "trace", u64::from(c.profile.1)));
-            }
-            for s in &c.steps {
-                if let Some(&p) = s.policies.iter().find(|&&p| p as usize >= parts.policies.len()) {
-                    return Err(dangling("chain", i, "policy", u64::from(p)));
-                }
-                if let Some((_, t)) = s.end {
-                    if !trace_ok(t) {
-                        return Err(dangling("chain", i, "trace", u64::from(t)));
-                    }
-                }
-            }
-        }
-        for (i, p) in parts.policies.iter().enumerate() {
-            let bad = p.traces.iter().chain(p.logs.iter().map(|l| &l.trace)).find(|&&t| !trace_ok(t));
-            if let Some(&t) = bad {
-                return Err(dangling("policy", i, "trace", u64::from(t)));
-            }
-        }
-        parts.zones.sort_by(|a, b| b.0.prefix().cmp(&a.0.prefix()).then_with(|| a.1.cmp(&b.1)));
-        Ok(PolicyTable { parts })
+    pub fn new(parts: PolicyTableParts) -> Result<PolicyTable, PolicyTableError> {
+        let table = PolicyTable {
+            endpoints: SharedVec::from_vec(parts.endpoints),
+            addresses: Arc::new(parts.addresses),
+            chains: SharedVec::from_vec(parts.chains),
+            policies: SharedVec::from_vec(parts.policies),
+            traces: SharedVec::from_vec(parts.traces),
+            zones: sort_zones(parts.zones),
+        };
+        table.check()?;
+        Ok(table)
     }
 
-    pub fn endpoints(&self) -> &[EndpointInfo] {
-        &self.parts.endpoints
+    /// Every index of the table (what [`PolicyTable::new`] checks).
+    fn check(&self) -> Result<(), PolicyTableError> {
+        if let Some(&e) = self.addresses.values().find(|&&e| e as usize >= self.endpoints.len()) {
+            return Err(dangling("address", 0, "endpoint", e));
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            check_endpoint(i, e, self.chains.len())?;
+        }
+        for (i, c) in self.chains.iter().enumerate() {
+            check_chain(i, c, self.policies.len(), self.traces.len())?;
+        }
+        for (i, p) in self.policies.iter().enumerate() {
+            check_policy(i, p, self.traces.len())?;
+        }
+        Ok(())
+    }
+
+    /// The next table: this one with `delta` applied, sharing every unchanged part. Only what
+    /// the delta writes is checked (the rest was checked when it was written and no length
+    /// shrinks); debug builds check the whole result as well.
+    pub fn patched(&self, delta: PolicyTableDelta) -> Result<PolicyTable, PolicyTableError> {
+        fn write<T: Clone>(
+            v: &mut SharedVec<T>,
+            what: &'static str,
+            writes: Vec<(u32, T)>,
+        ) -> Result<Vec<usize>, PolicyTableError> {
+            let mut written = Vec::with_capacity(writes.len());
+            for (i, value) in writes {
+                let i = i as usize;
+                if !v.set(i, value) {
+                    return Err(PolicyTableError::Gap { what, index: i, len: v.len() });
+                }
+                written.push(i);
+            }
+            Ok(written)
+        }
+        let mut next = self.clone();
+        next.traces.extend(delta.traces);
+        let policies = write(&mut next.policies, "policy", delta.policies)?;
+        let chains = write(&mut next.chains, "chain", delta.chains)?;
+        let endpoints = write(&mut next.endpoints, "endpoint", delta.endpoints)?;
+        if !delta.addresses.is_empty() {
+            let map = Arc::make_mut(&mut next.addresses);
+            for (ip, e) in delta.addresses {
+                match e {
+                    Some(e) if e as usize >= next.endpoints.len() => return Err(dangling("address", 0, "endpoint", e)),
+                    Some(e) => map.insert(ip, e),
+                    None => map.remove(&ip),
+                };
+            }
+        }
+        if let Some(zones) = delta.zones {
+            next.zones = sort_zones(zones);
+        }
+        for i in policies {
+            if let Some(p) = next.policies.get(i) {
+                check_policy(i, p, next.traces.len())?;
+            }
+        }
+        for i in chains {
+            if let Some(c) = next.chains.get(i) {
+                check_chain(i, c, next.policies.len(), next.traces.len())?;
+            }
+        }
+        for i in endpoints {
+            if let Some(e) = next.endpoints.get(i) {
+                check_endpoint(i, e, next.chains.len())?;
+            }
+        }
+        if cfg!(debug_assertions) {
+            next.check()?;
+        }
+        Ok(next)
+    }
+
+    /// Endpoints by index ([`SideDecision::endpoint`]).
+    pub fn endpoints(&self) -> &SharedVec<EndpointInfo> {
+        &self.endpoints
     }
 
     pub fn trace_info(&self, id: TraceId) -> Option<&TraceInfo> {
-        self.parts.traces.get(id as usize)
+        self.traces.get(id as usize)
     }
 
-    pub fn traces(&self) -> &[TraceInfo] {
-        &self.parts.traces
+    pub fn traces(&self) -> &SharedVec<TraceInfo> {
+        &self.traces
     }
 
     /// Compiled policy stages (for sizes and statistics).
-    pub fn policies(&self) -> &[std::sync::Arc<PolicyRules>] {
-        &self.parts.policies
+    pub fn policies(&self) -> &SharedVec<Arc<PolicyRules>> {
+        &self.policies
     }
 
-    pub fn chains(&self) -> &[Chain] {
-        &self.parts.chains
+    pub fn chains(&self) -> &SharedVec<Chain> {
+        &self.chains
     }
 
-    /// The parts, for an incremental recompile that reuses them.
-    pub fn parts(&self) -> &PolicyTableParts {
-        &self.parts
+    /// The parts, as [`PolicyTable::new`] takes them (a copy: the table stores them shared).
+    pub fn parts(&self) -> PolicyTableParts {
+        PolicyTableParts {
+            endpoints: self.endpoints.to_vec(),
+            addresses: HashMap::clone(&self.addresses),
+            chains: self.chains.to_vec(),
+            policies: self.policies.to_vec(),
+            traces: self.traces.to_vec(),
+            zones: self.zones.to_vec(),
+        }
     }
 
     /// The endpoint owning an address.
     #[inline]
     pub fn endpoint_of(&self, ip: IpAddr) -> Option<u32> {
-        self.parts.addresses.get(&ip).copied()
+        self.addresses.get(&ip).copied()
     }
 
     /// The IP pool (zone) containing an address, longest prefix first.
     pub fn zone(&self, ip: IpAddr) -> Option<&str> {
-        self.parts.zones.iter().find(|(n, _)| n.contains(ip)).map(|(_, z)| z.as_str())
+        self.zones.iter().find(|(n, _)| n.contains(ip)).map(|(_, z)| z.as_str())
     }
 
     /// Bytes of the compiled classifiers (the bulk of the structure).
     pub fn classifier_bytes(&self) -> usize {
-        self.parts.policies.iter().map(|p| p.bytes()).sum()
+        self.policies.iter().map(|p| p.bytes()).sum()
     }
 
     /// Decides a new flow: the source's egress side and the destination's ingress side, each
@@ -610,15 +862,15 @@ impl PolicyTable {
 
     /// `None` only for an inconsistent table (denied by the caller).
     fn walk(&self, endpoint: u32, side: Side, key: &FlowKey, out: &mut SideDecision) -> Option<Verdict> {
-        let ep = self.parts.endpoints.get(endpoint as usize)?;
-        let chain = self.parts.chains.get(*ep.chains.get(side as usize)? as usize)?;
+        let ep = self.endpoints.get(endpoint as usize)?;
+        let chain = self.chains.get(*ep.chains.get(side as usize)? as usize)?;
         let mut pre_dnat_allowed = false;
         'steps: for step in &chain.steps {
             if pre_dnat_allowed && step.kind == StepKind::PreDnat {
                 continue;
             }
             for &p in &step.policies {
-                let policy = self.parts.policies.get(p as usize)?;
+                let policy = self.policies.get(p as usize)?;
                 let Some((action, trace)) = policy.first(key, out) else { continue };
                 out.push(trace);
                 match (action, step.kind) {
@@ -699,7 +951,7 @@ mod tests {
                 },
                 Chain { steps: vec![], profile: (Verdict::Allow, 3) },
             ],
-            policies: vec![std::sync::Arc::new(p)],
+            policies: vec![Arc::new(p)],
             traces: vec![
                 trace("default", "ns/default.p", Action::Log, 0),
                 trace("default", "ns/default.p", Action::Allow, 1),
@@ -742,6 +994,70 @@ mod tests {
         let mut parts = table().parts().clone();
         parts.endpoints[0].chains[1] = 9;
         assert!(PolicyTable::new(parts).is_err());
+    }
+
+    #[test]
+    fn patches_share_what_they_do_not_change_and_check_what_they_write() {
+        let t = table();
+        // A second pod 10.0.0.3 with the first pod's chains, a new trace, and a new zone list.
+        let delta = PolicyTableDelta {
+            endpoints: vec![(
+                1,
+                EndpointInfo { name: "c".into(), namespace: Some("ns".into()), host: false, chains: [1, 1] },
+            )],
+            addresses: vec![("10.0.0.3".parse().unwrap(), Some(1)), ("10.0.0.2".parse().unwrap(), None)],
+            traces: vec![trace("__PROFILE__", "__PROFILE__.kns.other", Action::Allow, 0)],
+            chains: vec![(1, Chain { steps: vec![], profile: (Verdict::Allow, 4) })],
+            zones: Some(vec![("10.0.0.0/8".parse().unwrap(), "wide".into())]),
+            ..PolicyTableDelta::default()
+        };
+        let next = t.patched(delta).unwrap();
+        assert_eq!(next.endpoint_of("10.0.0.3".parse().unwrap()), Some(1));
+        assert_eq!(next.endpoint_of("10.0.0.2".parse().unwrap()), None);
+        assert_eq!(next.endpoints().len(), 2);
+        assert_eq!(next.traces().len(), 5);
+        assert_eq!(next.zone("10.0.0.9".parse().unwrap()), Some("wide"));
+        let d = next.decide(&key("10.0.0.3", "10.9.9.9", 80));
+        assert_eq!(d.egress.unwrap().trace(), &[4]);
+        // The old table is untouched; the policy stage is the same allocation in both.
+        assert_eq!(t.endpoint_of("10.0.0.2".parse().unwrap()), Some(0));
+        assert_eq!(t.traces().len(), 4);
+        assert!(Arc::ptr_eq(&t.policies()[0], &next.policies()[0]));
+        assert_eq!(PolicyTable::new(next.parts()).unwrap().parts().endpoints, next.parts().endpoints);
+
+        let bad = |delta: PolicyTableDelta| t.patched(delta).is_err();
+        let ep = |chains| EndpointInfo { name: "x".into(), namespace: None, host: true, chains };
+        assert!(bad(PolicyTableDelta { endpoints: vec![(0, ep([0, 2]))], ..PolicyTableDelta::default() }));
+        assert!(bad(PolicyTableDelta { endpoints: vec![(2, ep([0, 1]))], ..PolicyTableDelta::default() }));
+        assert!(bad(PolicyTableDelta {
+            addresses: vec![("10.0.0.9".parse().unwrap(), Some(1))],
+            ..PolicyTableDelta::default()
+        }));
+        assert!(bad(PolicyTableDelta {
+            chains: vec![(0, Chain { steps: vec![], profile: (Verdict::Allow, 4) })],
+            ..PolicyTableDelta::default()
+        }));
+        let p =
+            PolicyRules::build(vec![RuleSpec { action: Action::Deny, trace: 9, pieces: vec![], plain_pieces: None }]);
+        assert!(bad(PolicyTableDelta { policies: vec![(0, Arc::new(p.unwrap()))], ..PolicyTableDelta::default() }));
+    }
+
+    #[test]
+    fn shared_vectors_copy_only_written_chunks() {
+        let v: Vec<u32> = (0..200).collect();
+        let a = SharedVec::from_vec(v.clone());
+        let mut b = a.clone();
+        assert!(b.set(130, 7));
+        assert!(b.set(200, 8));
+        assert!(!b.set(202, 9));
+        b.extend((0..70).collect());
+        assert_eq!(a.to_vec(), v);
+        assert_eq!(b.len(), 271);
+        assert_eq!((b[130], b[200], b[201], b[270]), (7, 8, 0, 69));
+        assert!(Arc::ptr_eq(&a.chunks[0], &b.chunks[0]));
+        assert!(!Arc::ptr_eq(&a.chunks[2], &b.chunks[2]));
+        assert_eq!(b.iter().count(), 271);
+        assert!(b.chunks.iter().rev().skip(1).all(|c| c.len() == SHARED_CHUNK));
     }
 
     #[test]
