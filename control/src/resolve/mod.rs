@@ -25,8 +25,9 @@
 
 use crate::convert::{self, k8s_policy_to_calico};
 use crate::model::{
-    Action, DEFAULT_TIER, DEFAULT_TIER_ORDER, Direction, EntityRule, HostEndpoint, IcmpMatch, LabelMap, Model,
-    NamedPort, PolicyId, PolicyKind, PolicySpec, Port, Protocol, Rule, StagedAction, TierDefaultAction, labels,
+    Action, CalicoPolicy, DEFAULT_TIER, DEFAULT_TIER_ORDER, Direction, EntityRule, HostEndpoint, IcmpMatch,
+    K8sNetworkPolicy, LabelMap, Model, NamedPort, NetworkSet, Pod, PolicyId, PolicyKind, PolicySpec, Port, Protocol,
+    Rule, StagedAction, Tier, TierDefaultAction, labels,
 };
 use crate::selector::{Expr, SERVICE_ACCOUNT_LABEL_PREFIX, Selector};
 use ipnetwork::IpNetwork;
@@ -367,139 +368,45 @@ impl Resolved {
 
     pub fn with_failsafe(model: &Model, failsafe: Failsafe) -> Resolved {
         let mut warnings = Vec::new();
-
-        // Namespace profile labels (kns.<ns>); namespaces referenced but not declared get the
-        // labels the API server would give them.
-        let ns_labels = |ns: &str| -> LabelMap {
-            let declared = model
-                .namespaces
-                .get(ns)
-                .map(|n| n.labels.clone())
-                .unwrap_or_else(|| LabelMap::from([(labels::K8S_NAMESPACE_NAME.to_string(), ns.to_string())]));
-            convert::namespace_to_profile(&crate::model::Namespace { name: ns.to_string(), labels: declared })
-                .labels_to_apply
-        };
-
-        let mut endpoints = Vec::new();
-        for pod in model.pods.values().filter(|p| !p.host_network) {
-            let mut l = ns_labels(&pod.namespace);
-            let sa = model.service_accounts.get(&(pod.namespace.clone(), pod.service_account.clone()));
-            let sa_labels = sa.map(|s| s.labels.clone()).unwrap_or_default();
-            l.extend(prefixed(SERVICE_ACCOUNT_LABEL_PREFIX, &sa_labels));
-            l.insert(format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{}", labels::NAME), pod.service_account.clone());
-            l.extend(pod.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            l.insert(labels::NAMESPACE.to_string(), pod.namespace.clone());
-            l.insert(labels::ORCHESTRATOR.to_string(), "k8s".to_string());
-            if pod.service_account.len() < 63 {
-                l.insert(labels::SERVICE_ACCOUNT.to_string(), pod.service_account.clone());
-            }
-            endpoints.push(Endpoint {
-                id: EndpointId::Workload { namespace: pod.namespace.clone(), name: pod.name.clone() },
-                namespace: Some(pod.namespace.clone()),
-                labels: l,
-                ips: pod.ips.clone(),
-                named_ports: pod.named_ports.clone(),
-                profiles: vec![
-                    format!("{}{}", convert::NAMESPACE_PROFILE_PREFIX, pod.namespace),
-                    format!("{}{}.{}", convert::SERVICE_ACCOUNT_PROFILE_PREFIX, pod.namespace, pod.service_account),
-                ],
-            });
-        }
-        for h in model.host_endpoints.values() {
-            endpoints.push(host_endpoint(h));
-        }
-
-        let network_sets = model
-            .network_sets
-            .values()
-            .map(|s| {
-                let mut l = LabelMap::new();
-                if let Some(ns) = &s.namespace {
-                    l = ns_labels(ns);
-                }
-                l.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-                if let Some(ns) = &s.namespace {
-                    l.insert(labels::NAMESPACE.to_string(), ns.clone());
-                }
-                LabelledNets { namespace: s.namespace.clone(), name: s.name.clone(), labels: l, nets: s.nets.clone() }
-            })
-            .collect();
+        let mut endpoints: Vec<Endpoint> = model.pods.values().filter_map(|p| workload_endpoint(model, p)).collect();
+        endpoints.extend(model.host_endpoints.values().map(host_endpoint));
+        let network_sets = model.network_sets.values().map(|s| network_set(model, s)).collect();
 
         // Policies.
         let mut policies: Vec<ResolvedPolicy> = Vec::new();
         for ((staged, _, _), np) in &model.k8s_policies {
-            let converted = match k8s_policy_to_calico(np) {
-                Ok(c) => c,
-                Err(e) => {
-                    warnings.push(format!("NetworkPolicy {}/{} not enforced: {e}", np.namespace, np.name));
-                    continue;
+            match resolve_k8s_policy(*staged, np) {
+                Ok((p, warning)) => {
+                    warnings.extend(warning);
+                    policies.push(p);
                 }
-            };
-            if let Some(err) = &converted.error {
-                warnings.push(format!("NetworkPolicy {}/{}: {err}", np.namespace, np.name));
-            }
-            let kind =
-                if *staged { PolicyKind::StagedKubernetesNetworkPolicy } else { PolicyKind::KubernetesNetworkPolicy };
-            let id = PolicyId { kind, namespace: Some(np.namespace.clone()), name: np.name.clone() };
-            match resolve_policy(id, &converted.name, &converted.spec) {
-                Ok(p) => policies.push(p),
-                Err(e) => warnings.push(format!("NetworkPolicy {}/{} not enforced: {e}", np.namespace, np.name)),
+                Err(e) => warnings.push(e),
             }
         }
         for p in model.policies.values() {
-            match resolve_policy(p.id.clone(), &p.id.name, &p.spec) {
+            match resolve_calico_policy(p) {
                 Ok(r) => policies.push(r),
-                Err(e) => warnings.push(format!("{} not enforced: {e}", p.id)),
+                Err(e) => warnings.push(e),
             }
         }
 
         // Tiers.
-        let mut tiers: BTreeMap<String, ResolvedTier> = model
-            .tiers
-            .values()
-            .map(|t| {
-                let order = if t.name == DEFAULT_TIER && t.spec.order.is_none() {
-                    Some(DEFAULT_TIER_ORDER)
-                } else {
-                    t.spec.order
-                };
-                (
-                    t.name.clone(),
-                    ResolvedTier {
-                        name: t.name.clone(),
-                        order,
-                        default_action: t.spec.default_action,
-                        policies: Vec::new(),
-                    },
-                )
-            })
-            .collect();
-        tiers.entry(DEFAULT_TIER.to_string()).or_insert_with(|| ResolvedTier {
-            name: DEFAULT_TIER.to_string(),
-            order: Some(DEFAULT_TIER_ORDER),
-            default_action: TierDefaultAction::Deny,
-            policies: Vec::new(),
-        });
+        let mut tiers: BTreeMap<String, ResolvedTier> =
+            model.tiers.values().map(|t| (t.name.clone(), declared_tier(t))).collect();
+        tiers.entry(DEFAULT_TIER.to_string()).or_insert_with(|| undeclared_tier(DEFAULT_TIER));
         for p in policies {
             let tier = tiers.entry(p.tier.clone()).or_insert_with(|| {
                 warnings.push(format!(
                     "tier {:?} is not declared (used by {}): evaluated last, default action Deny",
                     p.tier, p.id
                 ));
-                ResolvedTier {
-                    name: p.tier.clone(),
-                    order: None,
-                    default_action: TierDefaultAction::Deny,
-                    policies: Vec::new(),
-                }
+                undeclared_tier(&p.tier)
             });
             tier.policies.push(p);
         }
         let mut tiers: Vec<ResolvedTier> = tiers.into_values().collect();
         for t in &mut tiers {
-            t.policies.sort_by(|a, b| {
-                cmp_order(a.order, b.order).then_with(|| a.sort_name.cmp(&b.sort_name)).then_with(|| a.id.cmp(&b.id))
-            });
+            t.policies.sort_by(cmp_policies);
         }
         tiers.sort_by(|a, b| cmp_order(a.order, b.order).then_with(|| a.name.cmp(&b.name)));
 
@@ -522,7 +429,100 @@ impl Resolved {
     }
 }
 
-fn host_endpoint(h: &HostEndpoint) -> Endpoint {
+/// Evaluation order of the policies of one tier: `order` (none last), then Felix's sort name,
+/// then identity.
+pub fn cmp_policies(a: &ResolvedPolicy, b: &ResolvedPolicy) -> Ordering {
+    cmp_order(a.order, b.order).then_with(|| a.sort_name.cmp(&b.sort_name)).then_with(|| a.id.cmp(&b.id))
+}
+
+/// A declared tier, without its policies. The `default` tier without an order gets
+/// [`DEFAULT_TIER_ORDER`].
+pub fn declared_tier(t: &Tier) -> ResolvedTier {
+    let order = if t.name == DEFAULT_TIER && t.spec.order.is_none() { Some(DEFAULT_TIER_ORDER) } else { t.spec.order };
+    ResolvedTier { name: t.name.clone(), order, default_action: t.spec.default_action, policies: Vec::new() }
+}
+
+/// A tier used by a policy but not declared: evaluated last with default action Deny; the
+/// implicit `default` tier keeps its order.
+pub fn undeclared_tier(name: &str) -> ResolvedTier {
+    let order = (name == DEFAULT_TIER).then_some(DEFAULT_TIER_ORDER);
+    ResolvedTier { name: name.to_string(), order, default_action: TierDefaultAction::Deny, policies: Vec::new() }
+}
+
+/// The `pcns.` labels (and `pcns.projectcalico.org/name`) a namespace gives its endpoints; a
+/// namespace referenced but not declared gets the labels the API server would give it.
+pub fn namespace_labels(model: &Model, ns: &str) -> LabelMap {
+    let declared = model
+        .namespaces
+        .get(ns)
+        .map(|n| n.labels.clone())
+        .unwrap_or_else(|| LabelMap::from([(labels::K8S_NAMESPACE_NAME.to_string(), ns.to_string())]));
+    convert::namespace_to_profile(&crate::model::Namespace { name: ns.to_string(), labels: declared }).labels_to_apply
+}
+
+/// A pod's workload endpoint (labels as the module docs say); `None` for a host-networked pod.
+pub fn workload_endpoint(model: &Model, pod: &Pod) -> Option<Endpoint> {
+    if pod.host_network {
+        return None;
+    }
+    let mut l = namespace_labels(model, &pod.namespace);
+    let sa = model.service_accounts.get(&(pod.namespace.clone(), pod.service_account.clone()));
+    if let Some(sa) = sa {
+        l.extend(prefixed(SERVICE_ACCOUNT_LABEL_PREFIX, &sa.labels));
+    }
+    l.insert(format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{}", labels::NAME), pod.service_account.clone());
+    l.extend(pod.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    l.insert(labels::NAMESPACE.to_string(), pod.namespace.clone());
+    l.insert(labels::ORCHESTRATOR.to_string(), "k8s".to_string());
+    if pod.service_account.len() < 63 {
+        l.insert(labels::SERVICE_ACCOUNT.to_string(), pod.service_account.clone());
+    }
+    Some(Endpoint {
+        id: EndpointId::Workload { namespace: pod.namespace.clone(), name: pod.name.clone() },
+        namespace: Some(pod.namespace.clone()),
+        labels: l,
+        ips: pod.ips.clone(),
+        named_ports: pod.named_ports.clone(),
+        profiles: vec![
+            format!("{}{}", convert::NAMESPACE_PROFILE_PREFIX, pod.namespace),
+            format!("{}{}.{}", convert::SERVICE_ACCOUNT_PROFILE_PREFIX, pod.namespace, pod.service_account),
+        ],
+    })
+}
+
+/// A (Global)NetworkSet with the labels selectors see.
+pub fn network_set(model: &Model, s: &NetworkSet) -> LabelledNets {
+    let mut l = LabelMap::new();
+    if let Some(ns) = &s.namespace {
+        l = namespace_labels(model, ns);
+    }
+    l.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(ns) = &s.namespace {
+        l.insert(labels::NAMESPACE.to_string(), ns.clone());
+    }
+    LabelledNets { namespace: s.namespace.clone(), name: s.name.clone(), labels: l, nets: s.nets.clone() }
+}
+
+/// A Kubernetes NetworkPolicy (staged or not) converted and resolved, with the conversion's
+/// warning if it dropped something; `Err` is the warning saying why it is not enforced.
+pub fn resolve_k8s_policy(staged: bool, np: &K8sNetworkPolicy) -> Result<(ResolvedPolicy, Option<String>), String> {
+    let converted = k8s_policy_to_calico(np)
+        .map_err(|e| format!("NetworkPolicy {}/{} not enforced: {e}", np.namespace, np.name))?;
+    let warning = converted.error.as_ref().map(|err| format!("NetworkPolicy {}/{}: {err}", np.namespace, np.name));
+    let kind = if staged { PolicyKind::StagedKubernetesNetworkPolicy } else { PolicyKind::KubernetesNetworkPolicy };
+    let id = PolicyId { kind, namespace: Some(np.namespace.clone()), name: np.name.clone() };
+    resolve_policy(id, &converted.name, &converted.spec)
+        .map(|p| (p, warning))
+        .map_err(|e| format!("NetworkPolicy {}/{} not enforced: {e}", np.namespace, np.name))
+}
+
+/// A Calico policy resolved; `Err` is the warning saying why it is not enforced.
+pub fn resolve_calico_policy(p: &CalicoPolicy) -> Result<ResolvedPolicy, String> {
+    resolve_policy(p.id.clone(), &p.id.name, &p.spec).map_err(|e| format!("{} not enforced: {e}", p.id))
+}
+
+/// A host endpoint as an endpoint (its own labels, `expectedIPs`, ports and profiles).
+pub fn host_endpoint(h: &HostEndpoint) -> Endpoint {
     Endpoint {
         id: EndpointId::Host { name: h.name.clone() },
         namespace: None,
