@@ -58,12 +58,14 @@
 
 mod addrs;
 mod flows;
+mod incremental;
 mod keys;
 #[cfg(test)]
 mod tests;
 
 pub use addrs::AddrRanges;
 pub use flows::{CompiledEvaluator, KeyError, PORT_PROTOCOLS, flow_key, flow_of_key, side_result, side_trace};
+pub use incremental::{Change, IncrementalCompiler, ResourceKey, UpdateError, UpdateStats};
 
 use crate::model::{Direction, LabelMap, Model, NamedPort};
 use crate::resolve::{Endpoint, Resolved, ResolvedPolicy, ResolvedTier};

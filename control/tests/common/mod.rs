@@ -3,6 +3,8 @@
 // Integration tests: a panic is the assertion (helpers outside #[test] fns too).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod generate;
+
 use moat_control::manifest::{LoadReport, Origin, load_value};
 use moat_control::model::{LabelMap, Model, NamedPort, Namespace, Pod, Protocol, Resource};
 use serde_json::Value;
