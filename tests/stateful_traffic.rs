@@ -11,7 +11,7 @@ use moat::lab::WireTopology;
 use moat::lab::probe::{self, Outcome, TcpEchoServer, UdpEchoServer};
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{BLOCKED_AFTER, CONNECT, check, ok, sock};
 
 /// Default deny everywhere; clients may open TCP 80 and UDP 53/54 and ping towards servers.
@@ -100,15 +100,6 @@ fn echo_on(stream: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {
     stream.read_exact(&mut back).is_ok() && back == msg
 }
 
-/// Probes until `want` is seen (liveness bound only: a reload takes milliseconds).
-fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !probe() {
-        assert!(Instant::now() < deadline, "{what}: not seen within 20 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn replies_pass_by_conntrack_and_the_server_cannot_open_connections() {
     let Some((lab, topo)) = support::wire("replies_pass_by_conntrack_and_the_server_cannot_open_connections", 1) else {
@@ -185,7 +176,7 @@ fn revoking_a_policy_cuts_live_connections_unless_configured_not_to() {
         // Take TCP 80 out of both allows; new connections stop at once.
         let revoked = ALLOW.replace("{protocol: TCP, port: 80}, ", "");
         std::fs::write(lab.workdir().join("manifests/50-policy.yaml"), revoked).unwrap();
-        eventually("the revocation", || {
+        support::eventually("the revocation", || {
             probe::tcp_reach(&c.ns, sock(s.ipv4, 80), Duration::from_millis(500)).unwrap() == Outcome::NoAnswer
         });
         let survives = echo_on(&mut live, b"after", BLOCKED_AFTER);

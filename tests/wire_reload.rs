@@ -15,20 +15,22 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{CONNECT, check, ok};
 
 fn sock(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
 }
 
-/// Probes until `want` is seen (liveness bound only: reload takes milliseconds).
-fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !probe() {
-        assert!(Instant::now() < deadline, "{what}: not seen within 20 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// After one good reload and a refused one: generation 2, the failure counted, the error naming what
+/// `error_names`, and the latency of the good reload recorded (the refused one enforced nothing).
+fn assert_reloaded_once_then_refused(stats: &moat::lab::MoatStats, error_names: &[&str]) {
+    let table = &stats.raw["table"];
+    assert_eq!(table["generation"], 2, "one successful reload: {table}");
+    assert!(table["reload_failures"].as_u64().unwrap_or(0) >= 1, "{table}");
+    let error = table["last_reload_error"].as_str().unwrap_or("");
+    assert!(error_names.iter().all(|n| error.contains(n)), "the error must name {error_names:?}: {table}");
+    assert!(table["last_change_to_enforcement_ms"].as_f64().is_some(), "{table}");
 }
 
 #[test]
@@ -44,7 +46,7 @@ fn editing_the_rules_reloads_them_and_a_broken_file_keeps_the_last_good_table() 
 
     // Allow it: the running moat picks the change up without a restart.
     std::fs::write(&rules, format!("allow tcp {}/32 {}/32 80\n", c.ipv4, s.ipv4)).unwrap();
-    eventually("the new allow rule", || reach() == probe::Outcome::Answered);
+    support::eventually("the new allow rule", || reach() == probe::Outcome::Answered);
 
     // A broken file is refused; the allow stays in force.
     std::fs::write(&rules, "allow tcp 10.0.0.300/32 any 80\n").unwrap();
@@ -52,13 +54,7 @@ fn editing_the_rules_reloads_them_and_a_broken_file_keeps_the_last_good_table() 
     let echoed = ok(&moat, probe::tcp_exchange(&c.ns, server.addr(), b"still allowed", CONNECT));
     check(&moat, echoed == b"still allowed", || "the last good table must stay in force".to_owned());
 
-    let stats = support::stop_moat(moat);
-    let table = &stats.raw["table"];
-    assert_eq!(table["generation"], 2, "one successful reload: {table}");
-    assert!(table["reload_failures"].as_u64().unwrap_or(0) >= 1, "{table}");
-    assert!(table["last_reload_error"].as_str().unwrap_or("").contains("50-test.acl:1"), "{table}");
-    // The latency is that of the last successful reload (the failed one enforced nothing).
-    assert!(table["last_change_to_enforcement_ms"].as_f64().is_some(), "{table}");
+    assert_reloaded_once_then_refused(&support::stop_moat(moat), &["50-test.acl:1"]);
 }
 
 #[test]
@@ -244,7 +240,7 @@ fn editing_manifests_recompiles_and_a_broken_manifest_keeps_the_last_good_table(
          spec:\n  podSelector: {{matchLabels: {{app: server}}}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{side: clients}}}}}}]\n    ports: [{{protocol: TCP, port: 80}}]\n"
     );
     std::fs::write(&policy, &allow).unwrap();
-    eventually("the new allow policy", || reach() == probe::Outcome::Answered);
+    support::eventually("the new allow policy", || reach() == probe::Outcome::Answered);
 
     // A selector that does not parse, in a second file: the whole snapshot is refused, the allow stays.
     let broken = "apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: broken}\n\
@@ -254,10 +250,5 @@ fn editing_manifests_recompiles_and_a_broken_manifest_keeps_the_last_good_table(
     let echoed = ok(&moat, probe::tcp_exchange(&c.ns, server.addr(), b"still allowed", CONNECT));
     check(&moat, echoed == b"still allowed", || "the last good table must stay in force".to_owned());
 
-    let stats = support::stop_moat(moat);
-    let table = &stats.raw["table"];
-    assert_eq!(table["generation"], 2, "one successful reload: {table}");
-    assert!(table["reload_failures"].as_u64().unwrap_or(0) >= 1, "{table}");
-    let error = table["last_reload_error"].as_str().unwrap_or("");
-    assert!(error.contains("60-broken.yaml") && error.contains("selector"), "the error names file and field: {table}");
+    assert_reloaded_once_then_refused(&support::stop_moat(moat), &["60-broken.yaml", "selector"]);
 }

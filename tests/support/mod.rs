@@ -150,6 +150,17 @@ pub fn policy_drops(stats: &MoatStats) -> u64 {
     })
 }
 
+/// Probes until `probe` says yes (a liveness bound of 20 s, never a performance assertion: a reload takes
+/// milliseconds).
+#[track_caller]
+pub fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !probe() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not seen within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn sock(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
 }
