@@ -9,9 +9,9 @@ mod common;
 
 use common::*;
 use moat_control::compile::{Compiler, flow_key, flow_of_key, side_trace, zones_of};
-use moat_control::model::{LabelMap, Model, Protocol};
+use moat_control::model::Model;
 use moat_control::resolve::Resolved;
-use moat_control::{Evaluator, Flow, FlowEnd, Verdict};
+use moat_control::{Evaluator, Flow, Verdict};
 use moat_fastpath::classify::PolicyTable;
 use moat_fastpath::classify::policy::SideDecision;
 use serde_json::Value;
@@ -71,73 +71,6 @@ fn allowed(s: &Side) -> bool {
 }
 
 // ---- Kubernetes e2e ----------------------------------------------------------------------
-
-fn e2e_topology(case: &Value) -> Model {
-    let mut m = Model::new();
-    for ns in case["namespaces"].as_array().into_iter().flatten() {
-        m.insert(namespace(ns["name"].as_str().unwrap(), labels(&ns["labels"])));
-    }
-    for p in case["pods"].as_array().into_iter().flatten() {
-        let ports = p["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                named_port(
-                    c["portName"].as_str().unwrap(),
-                    c["protocol"].as_str().unwrap(),
-                    c["port"].as_u64().unwrap() as u16,
-                )
-            })
-            .collect();
-        m.insert(pod(
-            p["namespace"].as_str().unwrap(),
-            p["name"].as_str().unwrap(),
-            labels(&p["labels"]),
-            p["ip"].as_str().unwrap(),
-            ports,
-        ));
-    }
-    m
-}
-
-fn e2e_action(m: &mut Model, action: &Value) {
-    let (kind, body) = action.as_object().and_then(|o| o.iter().next()).expect("action");
-    match kind.as_str() {
-        "createPolicy" | "updatePolicy" => apply_object(m, body["policy"].clone(), body["namespace"].as_str()),
-        "deleteAllPolicies" => m.clear_policies(),
-        "addNamespaceLabels" => {
-            let ns = m.namespaces.get_mut(body["namespace"].as_str().unwrap()).unwrap();
-            ns.labels.extend(labels(&body["labels"]));
-        }
-        "addPodLabels" => {
-            let (ns, name) = body["pod"].as_str().unwrap().split_once('/').unwrap();
-            m.pods.get_mut(&(ns.to_string(), name.to_string())).unwrap().labels.extend(labels(&body["labels"]));
-        }
-        other => panic!("unknown action {other}"),
-    }
-}
-
-fn pod_end(m: &Model, s: &str) -> FlowEnd {
-    let (ns, name) = s.split_once('/').unwrap();
-    let pod = &m.pods[&(ns.to_string(), name.to_string())];
-    FlowEnd {
-        ip: pod.ips[0],
-        endpoint: Some(moat_control::resolve::EndpointId::Workload { namespace: ns.into(), name: name.into() }),
-    }
-}
-
-fn tcp_flow(src: FlowEnd, dst: FlowEnd, proto: &str, port: u16) -> Flow {
-    Flow {
-        src,
-        dst,
-        protocol: Protocol::parse(proto).unwrap().number(),
-        src_port: Some(40000),
-        dst_port: Some(port),
-        icmp_type: None,
-        icmp_code: None,
-    }
-}
 
 #[test]
 fn compiled_k8s_e2e_netpol_cases() {
@@ -299,69 +232,21 @@ fn compiled_policy_assistant_netpol_cases() {
     let data = read_json(&dir.join("policy_assistant/integration_cases.json"));
     let (mut run, mut checked, mut mismatches) = (0, 0usize, Vec::new());
     for case in data["cases"].as_array().unwrap() {
-        let name = format!("{} / {}", case["suite"].as_str().unwrap(), case["name"].as_str().unwrap());
-        if case["anps"].as_array().is_some_and(|a| !a.is_empty()) || !case["banp"].is_null() {
-            continue;
-        }
+        let Ok(c) = assistant_case(case) else { continue };
         run += 1;
-        let r = &case["resources"];
-        let strs = |v: &Value| -> Vec<String> {
-            v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
-        };
-        let (nss, pods, protos) = (strs(&r["namespaces"]), strs(&r["podNames"]), strs(&r["protocols"]));
-        let ports: Vec<u16> = r["ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u16).collect();
-        let mut m = Model::new();
-        for (ni, ns) in nss.iter().enumerate() {
-            m.insert(namespace(ns, LabelMap::from([("ns".to_string(), ns.clone())])));
-            for (pi, p) in pods.iter().enumerate() {
-                let named = ports
-                    .iter()
-                    .flat_map(|port| {
-                        protos
-                            .iter()
-                            .map(move |pr| named_port(&format!("serve-{port}-{}", pr.to_lowercase()), pr, *port))
-                    })
-                    .collect();
-                let ip = format!("10.{}.0.{}", ni + 1, pi + 10);
-                m.insert(pod(ns, p, LabelMap::from([("pod".to_string(), p.clone())]), &ip, named));
-            }
-        }
-        for np in case["netpols"].as_array().into_iter().flatten() {
-            apply_object(&mut m, np.clone(), None);
-        }
-        let both = Both::new(&m);
-        let listed = |key: &str| -> BTreeSet<(String, String, u64, String)> {
-            case[key]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|f| {
-                    (
-                        f["from"].as_str().unwrap().to_string(),
-                        f["to"].as_str().unwrap().to_string(),
-                        f["port"].as_u64().unwrap(),
-                        f["protocol"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect()
-        };
-        let (non_in, non_eg) = (listed("nonDefaultIngress"), listed("nonDefaultEgress"));
-        let (default_in, default_eg) = (case["defaultIngress"] == "allowed", case["defaultEgress"] == "allowed");
-        let all: Vec<String> = nss.iter().flat_map(|n| pods.iter().map(move |p| format!("{n}/{p}"))).collect();
-        for from in &all {
-            for to in &all {
+        let both = Both::new(&c.model);
+        for from in &c.pods {
+            for to in &c.pods {
                 if from == to {
                     continue;
                 }
-                for port in &ports {
-                    for proto in &protos {
-                        let got = both.decide(&tcp_flow(pod_end(&m, from), pod_end(&m, to), proto, *port));
-                        let key = (from.clone(), to.clone(), u64::from(*port), proto.clone());
-                        let want_in = default_in != non_in.contains(&key);
-                        let want_eg = default_eg != non_eg.contains(&key);
+                for port in &c.ports {
+                    for proto in &c.protocols {
+                        let got = both.decide(&tcp_flow(pod_end(&c.model, from), pod_end(&c.model, to), proto, *port));
+                        let (want_in, want_eg) = c.expected(from, to, *port, proto);
                         checked += 2;
                         if allowed(&got.ingress) != want_in || allowed(&got.egress) != want_eg {
-                            mismatches.push(format!("{name}: {from} -> {to} {proto}/{port}"));
+                            mismatches.push(format!("{}: {from} -> {to} {proto}/{port}", c.name));
                         }
                     }
                 }

@@ -7,80 +7,7 @@
 mod common;
 
 use common::*;
-use moat_control::model::{Model, Protocol, Resource};
-use moat_control::resolve::EndpointId;
-use moat_control::{Evaluator, Flow, FlowEnd, Verdict};
-use serde_json::Value;
-
-fn build_topology(case: &Value) -> Model {
-    let mut m = Model::new();
-    for ns in case["namespaces"].as_array().into_iter().flatten() {
-        m.insert(namespace(ns["name"].as_str().unwrap(), labels(&ns["labels"])));
-    }
-    for p in case["pods"].as_array().into_iter().flatten() {
-        let ports = p["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                named_port(
-                    c["portName"].as_str().unwrap(),
-                    c["protocol"].as_str().unwrap(),
-                    u16::try_from(c["port"].as_u64().unwrap()).unwrap(),
-                )
-            })
-            .collect();
-        m.insert(pod(
-            p["namespace"].as_str().unwrap(),
-            p["name"].as_str().unwrap(),
-            labels(&p["labels"]),
-            p["ip"].as_str().unwrap(),
-            ports,
-        ));
-    }
-    m
-}
-
-fn apply_action(m: &mut Model, action: &Value) {
-    let (kind, body) = action.as_object().and_then(|o| o.iter().next()).expect("action");
-    match kind.as_str() {
-        "createPolicy" | "updatePolicy" => {
-            apply_object(m, body["policy"].clone(), body["namespace"].as_str());
-        }
-        "deleteAllPolicies" => m.clear_policies(),
-        "addNamespaceLabels" => {
-            let name = body["namespace"].as_str().unwrap();
-            let ns = m.namespaces.get_mut(name).expect("namespace exists");
-            ns.labels.extend(labels(&body["labels"]));
-        }
-        "addPodLabels" => {
-            let (ns, name) = body["pod"].as_str().unwrap().split_once('/').unwrap();
-            let pod = m.pods.get_mut(&(ns.to_string(), name.to_string())).expect("pod exists");
-            pod.labels.extend(labels(&body["labels"]));
-        }
-        other => panic!("unknown action {other}"),
-    }
-}
-
-fn flow_between(m: &Model, from: &str, to: &str, protocol: &str, port: u16) -> Flow {
-    let end = |s: &str| {
-        let (ns, name) = s.split_once('/').unwrap();
-        let pod = &m.pods[&(ns.to_string(), name.to_string())];
-        FlowEnd {
-            ip: pod.ips[0],
-            endpoint: Some(EndpointId::Workload { namespace: ns.to_string(), name: name.to_string() }),
-        }
-    };
-    Flow {
-        src: end(from),
-        dst: end(to),
-        protocol: Protocol::parse(protocol).unwrap().number(),
-        src_port: Some(40000),
-        dst_port: Some(port),
-        icmp_type: None,
-        icmp_code: None,
-    }
-}
+use moat_control::{Evaluator, Verdict};
 
 #[test]
 fn k8s_e2e_netpol_cases() {
@@ -90,10 +17,10 @@ fn k8s_e2e_netpol_cases() {
     let (mut checked, mut mismatches, mut probes) = (0usize, Vec::new(), 0usize);
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let mut m = build_topology(case);
+        let mut m = e2e_topology(case);
         for (si, step) in case["steps"].as_array().unwrap().iter().enumerate() {
             for a in step["actions"].as_array().into_iter().flatten() {
-                apply_action(&mut m, a);
+                e2e_action(&mut m, a);
             }
             let ev = Evaluator::new(&m);
             assert!(ev.resolved().warnings.is_empty(), "{name}: {:?}", ev.resolved().warnings);
@@ -106,7 +33,7 @@ fn k8s_e2e_netpol_cases() {
                         if from == to {
                             continue;
                         }
-                        let flow = flow_between(&m, from, to, proto, port);
+                        let flow = tcp_flow(pod_end(&m, from), pod_end(&m, to), proto, port);
                         let got = ev.evaluate(&flow);
                         checked += 1;
                         let want = want.as_bool().unwrap();
@@ -134,7 +61,3 @@ fn k8s_e2e_netpol_cases() {
     assert_eq!(cases.len(), 48, "expected the 48 upstream cases");
     assert!(mismatches.is_empty(), "{} mismatches", mismatches.len());
 }
-
-// Silence the unused-import lint for helpers this file does not use.
-#[allow(dead_code)]
-fn _unused(_: Resource) {}

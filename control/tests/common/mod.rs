@@ -7,7 +7,10 @@ pub mod generate;
 
 use moat_control::manifest::{LoadReport, Origin, load_value};
 use moat_control::model::{LabelMap, Model, NamedPort, Namespace, Pod, Protocol, Resource};
+use moat_control::resolve::EndpointId;
+use moat_control::{Flow, FlowEnd};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -122,4 +125,168 @@ pub fn cyclonus_traffic_case(policies: &[Value], t: &Value) -> TrafficCase {
         apply_object(&mut m, p.clone(), None);
     }
     TrafficCase { model: m, src, dst, protocol: proto.to_owned(), port }
+}
+
+// ---- Kubernetes e2e netpol cases ---------------------------------------------------------------
+
+/// The namespaces and pods of one e2e case.
+pub fn e2e_topology(case: &Value) -> Model {
+    let mut m = Model::new();
+    for ns in case["namespaces"].as_array().into_iter().flatten() {
+        m.insert(namespace(ns["name"].as_str().unwrap(), labels(&ns["labels"])));
+    }
+    for p in case["pods"].as_array().into_iter().flatten() {
+        let ports = p["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                named_port(
+                    c["portName"].as_str().unwrap(),
+                    c["protocol"].as_str().unwrap(),
+                    u16::try_from(c["port"].as_u64().unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        m.insert(pod(
+            p["namespace"].as_str().unwrap(),
+            p["name"].as_str().unwrap(),
+            labels(&p["labels"]),
+            p["ip"].as_str().unwrap(),
+            ports,
+        ));
+    }
+    m
+}
+
+/// One step action of an e2e case applied to the model.
+pub fn e2e_action(m: &mut Model, action: &Value) {
+    let (kind, body) = action.as_object().and_then(|o| o.iter().next()).expect("action");
+    match kind.as_str() {
+        "createPolicy" | "updatePolicy" => apply_object(m, body["policy"].clone(), body["namespace"].as_str()),
+        "deleteAllPolicies" => m.clear_policies(),
+        "addNamespaceLabels" => {
+            let name = body["namespace"].as_str().unwrap();
+            let ns = m.namespaces.get_mut(name).expect("namespace exists");
+            ns.labels.extend(labels(&body["labels"]));
+        }
+        "addPodLabels" => {
+            let (ns, name) = body["pod"].as_str().unwrap().split_once('/').unwrap();
+            let pod = m.pods.get_mut(&(ns.to_string(), name.to_string())).expect("pod exists");
+            pod.labels.extend(labels(&body["labels"]));
+        }
+        other => panic!("unknown action {other}"),
+    }
+}
+
+/// A pod (`namespace/name`) as a flow end, at its first address.
+pub fn pod_end(m: &Model, s: &str) -> FlowEnd {
+    let (ns, name) = s.split_once('/').unwrap();
+    let pod = &m.pods[&(ns.to_string(), name.to_string())];
+    FlowEnd { ip: pod.ips[0], endpoint: Some(EndpointId::Workload { namespace: ns.into(), name: name.into() }) }
+}
+
+/// A flow of `proto` (name) to `port`, from source port 40000.
+pub fn tcp_flow(src: FlowEnd, dst: FlowEnd, proto: &str, port: u16) -> Flow {
+    Flow {
+        src,
+        dst,
+        protocol: Protocol::parse(proto).unwrap().number(),
+        src_port: Some(40000),
+        dst_port: Some(port),
+        icmp_type: None,
+        icmp_code: None,
+    }
+}
+
+// ---- policy-assistant cases --------------------------------------------------------------------
+
+type Listed = BTreeSet<(String, String, u64, String)>;
+
+/// One policy-assistant NetworkPolicy case: its cluster and what it expects.
+pub struct AssistantCase {
+    pub name: String,
+    pub model: Model,
+    /// Every pod as `namespace/name`.
+    pub pods: Vec<String>,
+    pub ports: Vec<u16>,
+    pub protocols: Vec<String>,
+    non_default_ingress: Listed,
+    non_default_egress: Listed,
+    default_ingress: bool,
+    default_egress: bool,
+}
+
+impl AssistantCase {
+    /// Expected (ingress allowed, egress allowed) for `from` → `to` on `port`/`protocol`.
+    pub fn expected(&self, from: &str, to: &str, port: u16, protocol: &str) -> (bool, bool) {
+        let key = (from.to_string(), to.to_string(), u64::from(port), protocol.to_string());
+        (
+            self.default_ingress != self.non_default_ingress.contains(&key),
+            self.default_egress != self.non_default_egress.contains(&key),
+        )
+    }
+}
+
+/// The case, or `Err(name)` for an AdminNetworkPolicy / BaselineAdminNetworkPolicy case (out of
+/// scope). Every namespace gets the pods of the case, each serving every port and protocol on a
+/// named port `serve-<port>-<protocol>`.
+pub fn assistant_case(case: &Value) -> Result<AssistantCase, String> {
+    let name = format!("{} / {}", case["suite"].as_str().unwrap(), case["name"].as_str().unwrap());
+    if case["anps"].as_array().is_some_and(|a| !a.is_empty()) || !case["banp"].is_null() {
+        return Err(name);
+    }
+    let r = &case["resources"];
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
+    };
+    let (nss, pod_names, protocols) = (strs(&r["namespaces"]), strs(&r["podNames"]), strs(&r["protocols"]));
+    let ports: Vec<u16> =
+        r["ports"].as_array().unwrap().iter().map(|p| u16::try_from(p.as_u64().unwrap()).unwrap()).collect();
+    let mut model = Model::new();
+    for (ni, ns) in nss.iter().enumerate() {
+        model.insert(namespace(ns, LabelMap::from([("ns".to_string(), ns.clone())])));
+        for (pi, p) in pod_names.iter().enumerate() {
+            let named = ports
+                .iter()
+                .flat_map(|port| {
+                    protocols
+                        .iter()
+                        .map(move |pr| named_port(&format!("serve-{port}-{}", pr.to_lowercase()), pr, *port))
+                })
+                .collect();
+            let ip = format!("10.{}.0.{}", ni + 1, pi + 10);
+            model.insert(pod(ns, p, LabelMap::from([("pod".to_string(), p.clone())]), &ip, named));
+        }
+    }
+    for np in case["netpols"].as_array().into_iter().flatten() {
+        apply_object(&mut model, np.clone(), None);
+    }
+    let listed = |key: &str| -> Listed {
+        case[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                (
+                    f["from"].as_str().unwrap().to_string(),
+                    f["to"].as_str().unwrap().to_string(),
+                    f["port"].as_u64().unwrap(),
+                    f["protocol"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let pods = nss.iter().flat_map(|n| pod_names.iter().map(move |p| format!("{n}/{p}"))).collect();
+    Ok(AssistantCase {
+        name,
+        model,
+        pods,
+        ports,
+        protocols,
+        non_default_ingress: listed("nonDefaultIngress"),
+        non_default_egress: listed("nonDefaultEgress"),
+        default_ingress: case["defaultIngress"] == "allowed",
+        default_egress: case["defaultEgress"] == "allowed",
+    })
 }
