@@ -2,13 +2,15 @@
 //! conformance tests check (Kubernetes e2e netpol: 48 cases, every probe matrix; Cyclonus probe,
 //! traffic and matcher cases; policy-assistant NetworkPolicy cases) is decided by the compiled
 //! [`PolicyTable`] and must give the expected verdict *and* the evaluator's verdict and trace.
+//! The e2e cases also run through the incremental compiler, each step's actions applied as
+//! model changes to the table of the step before.
 // Integration tests: a panic is the assertion (helpers outside #[test] fns too).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
 
 mod common;
 
 use common::*;
-use moat_control::compile::{Compiler, flow_key, flow_of_key, side_trace, zones_of};
+use moat_control::compile::{Compiler, IncrementalCompiler, flow_key, flow_of_key, side_trace, zones_of};
 use moat_control::model::Model;
 use moat_control::resolve::Resolved;
 use moat_control::{Evaluator, Flow, Verdict};
@@ -47,6 +49,16 @@ impl Both {
         Both { ev: Evaluator::from_resolved(m, resolved.clone()), resolved, table }
     }
 
+    /// The incremental compiler's table instead of a full compile.
+    fn incremental(inc: &IncrementalCompiler) -> Both {
+        let resolved = inc.resolved();
+        Both {
+            ev: Evaluator::from_resolved(inc.model(), resolved.clone()),
+            resolved,
+            table: PolicyTable::clone(inc.table()),
+        }
+    }
+
     /// Decide `flow` compiled; panic when verdict or trace differ from the evaluator's.
     fn decide(&self, flow: &Flow) -> Answer {
         let key = flow_key(flow).unwrap();
@@ -72,20 +84,32 @@ fn allowed(s: &Side) -> bool {
 
 // ---- Kubernetes e2e ----------------------------------------------------------------------
 
-#[test]
-fn compiled_k8s_e2e_netpol_cases() {
-    let Some(dir) = conformance_dir("compiled k8s_e2e_netpol") else { return };
+/// Runs every e2e case; `incremental`: through an [`IncrementalCompiler`] fed each step's
+/// changes (the actions' effect on the model) instead of a full compile per step.
+fn k8s_e2e_cases(what: &str, incremental: bool) {
+    let Some(dir) = conformance_dir(what) else { return };
     let data = read_json(&dir.join("k8s_e2e_netpol/cases.json"));
     let cases = data["cases"].as_array().unwrap();
-    let (mut checked, mut probes, mut mismatches) = (0usize, 0usize, Vec::new());
+    let (mut checked, mut probes, mut changes, mut mismatches) = (0usize, 0usize, 0usize, Vec::new());
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let mut m = e2e_topology(case);
+        let mut inc = incremental.then(|| IncrementalCompiler::new(m.clone()).unwrap().0);
         for (si, step) in case["steps"].as_array().unwrap().iter().enumerate() {
+            let before = m.clone();
             for a in step["actions"].as_array().into_iter().flatten() {
                 e2e_action(&mut m, a);
             }
-            let both = Both::new(&m);
+            let both = match &mut inc {
+                Some(inc) => {
+                    let step_changes = model_changes(&before, &m);
+                    changes += step_changes.len();
+                    inc.apply(step_changes).unwrap_or_else(|e| panic!("{name} step {si}: {e}"));
+                    assert_eq!(format!("{:?}", inc.model()), format!("{m:?}"));
+                    Both::incremental(inc)
+                }
+                None => Both::new(&m),
+            };
             for probe in step["probes"].as_array().into_iter().flatten() {
                 probes += 1;
                 let port = probe["port"].as_u64().unwrap() as u16;
@@ -106,12 +130,23 @@ fn compiled_k8s_e2e_netpol_cases() {
         }
     }
     eprintln!(
-        "compiled k8s e2e netpol: {} cases, {probes} probes, {checked} pod pairs, {} mismatches",
+        "{what}: {} cases, {probes} probes, {checked} pod pairs, {} mismatches{}",
         cases.len(),
-        mismatches.len()
+        mismatches.len(),
+        if incremental { format!(" ({changes} changes applied incrementally)") } else { String::new() }
     );
     assert_eq!(cases.len(), 48);
     assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
+
+#[test]
+fn compiled_k8s_e2e_netpol_cases() {
+    k8s_e2e_cases("compiled k8s e2e netpol", false);
+}
+
+#[test]
+fn incremental_k8s_e2e_netpol_cases() {
+    k8s_e2e_cases("incremental k8s e2e netpol", true);
 }
 
 // ---- Cyclonus ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 
 pub mod generate;
 
+use moat_control::compile::{Change, ResourceKey};
 use moat_control::manifest::{LoadReport, Origin, load_value};
 use moat_control::model::{LabelMap, Model, NamedPort, Namespace, Pod, Protocol, Resource};
 use moat_control::resolve::EndpointId;
@@ -289,4 +290,68 @@ pub fn assistant_case(case: &Value) -> Result<AssistantCase, String> {
         default_ingress: case["defaultIngress"] == "allowed",
         default_egress: case["defaultEgress"] == "allowed",
     })
+}
+
+// ---- model changes -----------------------------------------------------------------------------
+
+/// The changes that turn `old` into `new` (upserts of what differs, deletes of what is gone),
+/// for feeding a model-level test step to the incremental compiler.
+pub fn model_changes(old: &Model, new: &Model) -> Vec<Change> {
+    use std::collections::BTreeMap;
+    fn diff<K: Ord, V: PartialEq + Clone>(
+        old: &BTreeMap<K, V>,
+        new: &BTreeMap<K, V>,
+        upsert: impl Fn(&K, V) -> Resource,
+        key: impl Fn(&K) -> ResourceKey,
+        out: &mut Vec<Change>,
+    ) {
+        for (k, v) in new {
+            if old.get(k) != Some(v) {
+                out.push(Change::Upsert(upsert(k, v.clone())));
+            }
+        }
+        out.extend(old.keys().filter(|k| !new.contains_key(*k)).map(|k| Change::Delete(key(k))));
+    }
+    let mut out = Vec::new();
+    let o = &mut out;
+    diff(&old.namespaces, &new.namespaces, |_, v| Resource::Namespace(v), |k| ResourceKey::Namespace(k.clone()), o);
+    diff(
+        &old.service_accounts,
+        &new.service_accounts,
+        |_, v| Resource::ServiceAccount(v),
+        |(ns, n)| ResourceKey::ServiceAccount { namespace: ns.clone(), name: n.clone() },
+        o,
+    );
+    diff(
+        &old.pods,
+        &new.pods,
+        |_, v| Resource::Pod(v),
+        |(ns, n)| ResourceKey::Pod { namespace: ns.clone(), name: n.clone() },
+        o,
+    );
+    diff(
+        &old.k8s_policies,
+        &new.k8s_policies,
+        |(staged, _, _), policy| Resource::K8sNetworkPolicy { staged: *staged, policy },
+        |(staged, ns, n)| ResourceKey::K8sNetworkPolicy { staged: *staged, namespace: ns.clone(), name: n.clone() },
+        o,
+    );
+    diff(&old.policies, &new.policies, |_, v| Resource::CalicoPolicy(v), |k| ResourceKey::CalicoPolicy(k.clone()), o);
+    diff(&old.tiers, &new.tiers, |_, v| Resource::Tier(v), |k| ResourceKey::Tier(k.clone()), o);
+    diff(
+        &old.network_sets,
+        &new.network_sets,
+        |_, v| Resource::NetworkSet(v),
+        |(ns, n)| ResourceKey::NetworkSet { namespace: ns.clone(), name: n.clone() },
+        o,
+    );
+    diff(
+        &old.host_endpoints,
+        &new.host_endpoints,
+        |_, v| Resource::HostEndpoint(v),
+        |k| ResourceKey::HostEndpoint(k.clone()),
+        o,
+    );
+    diff(&old.ip_pools, &new.ip_pools, |_, v| Resource::IpPool(v), |k| ResourceKey::IpPool(k.clone()), o);
+    out
 }
