@@ -249,6 +249,26 @@ impl Model {
         }
     }
 
+    /// Remove the resource with the identity of `r` (its contents do not matter), as a watch's
+    /// DELETED event does; whether there was one.
+    pub fn remove(&mut self, r: &Resource) -> bool {
+        match r {
+            Resource::Namespace(n) => self.namespaces.remove(&n.name).is_some(),
+            Resource::ServiceAccount(s) => {
+                self.service_accounts.remove(&(s.namespace.clone(), s.name.clone())).is_some()
+            }
+            Resource::Pod(p) => self.pods.remove(&(p.namespace.clone(), p.name.clone())).is_some(),
+            Resource::K8sNetworkPolicy { staged, policy } => {
+                self.k8s_policies.remove(&(*staged, policy.namespace.clone(), policy.name.clone())).is_some()
+            }
+            Resource::CalicoPolicy(p) => self.policies.remove(&p.id).is_some(),
+            Resource::Tier(t) => self.tiers.remove(&t.name).is_some(),
+            Resource::NetworkSet(s) => self.network_sets.remove(&(s.namespace.clone(), s.name.clone())).is_some(),
+            Resource::HostEndpoint(h) => self.host_endpoints.remove(&h.name).is_some(),
+            Resource::IpPool(p) => self.ip_pools.remove(&p.name).is_some(),
+        }
+    }
+
     /// Remove every policy (Kubernetes and Calico, staged or not); tiers stay.
     pub fn clear_policies(&mut self) {
         self.k8s_policies.clear();

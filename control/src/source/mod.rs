@@ -7,7 +7,13 @@
 //!
 //! * [`manifests`]: a directory of Kubernetes and Calico manifests (the embedded default, no
 //!   cluster needed), re-read as a whole on every change.
+//! * [`kube`] (feature `kube`, default on): the Kubernetes API through kube-rs watchers; the
+//!   first snapshot once every kind is listed, then debounced snapshots with the identities that
+//!   changed. Invalid objects are reported with their identity while their last valid version
+//!   stays in force; refusing is the caller's choice.
 
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod manifests;
 
 use crate::Model;

@@ -176,7 +176,7 @@ fn request_kind(route: &Route, watch: bool) -> RequestKind {
     }
 }
 
-fn applies(rule: &FaultRule, kind: RequestKind, path: &str) -> bool {
+fn applies(rule: &FaultRule, kind: RequestKind, path: &str, query: &str) -> bool {
     let target = match rule.on {
         Target::Any => true,
         Target::Resources => matches!(kind, RequestKind::List | RequestKind::Watch | RequestKind::Get),
@@ -184,13 +184,16 @@ fn applies(rule: &FaultRule, kind: RequestKind, path: &str) -> bool {
         Target::Watch => kind == RequestKind::Watch,
         Target::Discovery => kind == RequestKind::Discovery,
     };
-    target && rule.count > 0 && rule.path.as_deref().is_none_or(|p| path.contains(p))
+    target
+        && rule.count > 0
+        && rule.path.as_deref().is_none_or(|p| path.contains(p))
+        && rule.query.as_deref().is_none_or(|q| query.contains(q))
 }
 
 /// Takes one use of the first fault rule that applies to this request.
-fn take_fault(shared: &Shared, kind: RequestKind, path: &str) -> Option<Fault> {
+fn take_fault(shared: &Shared, kind: RequestKind, path: &str, query: &str) -> Option<Fault> {
     let mut rules = lock(&shared.faults);
-    let rule = rules.iter_mut().find(|r| applies(r, kind, path))?;
+    let rule = rules.iter_mut().find(|r| applies(r, kind, path, query))?;
     rule.count -= 1;
     let fault = rule.fault.clone();
     rules.retain(|r| r.count > 0);
@@ -232,7 +235,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, reset: Arc<Notify>)
     let mut record =
         RequestRecord { method: req.method().to_string(), path: path.clone(), query, kind, metadata_only, status: 0 };
 
-    if let Some(fault) = take_fault(&shared, kind, &path) {
+    // A connection accepted before an outage may still deliver a request before its task sees
+    // the epoch change: it gets no answer either.
+    let fault = if shared.outage.load(Ordering::SeqCst) {
+        Some(Fault::Reset)
+    } else {
+        take_fault(&shared, kind, &path, &record.query)
+    };
+    if let Some(fault) = fault {
         let response = match fault {
             Fault::Status(code) => {
                 let reason = if code == 410 { "Expired" } else { "InternalError" };

@@ -141,6 +141,9 @@ pub struct FaultRule {
     /// Only requests whose path contains this.
     #[serde(default)]
     pub path: Option<String>,
+    /// Only requests whose raw query string contains this (`continue=`: pages after the first).
+    #[serde(default)]
+    pub query: Option<String>,
     #[serde(default)]
     pub on: Target,
 }
@@ -374,8 +377,8 @@ impl SimControl {
         Ok(store.apply(object)?)
     }
 
-    /// Compaction: watches resuming from any earlier resourceVersion get 410, continue tokens
-    /// expire. Open watches go on.
+    /// Compaction of everything so far: watches resuming from any resourceVersion handed out
+    /// until now get 410, continue tokens expire. Open watches go on.
     pub fn expire_history(&self) {
         lock(&self.shared.store).expire_history();
     }
@@ -411,19 +414,24 @@ impl SimControl {
     pub fn outage(&self, on: bool) {
         self.shared.outage.store(on, Ordering::SeqCst);
         if on {
-            lock(&self.shared.store).abort_watches();
             self.shared.epoch.send_modify(|e| *e += 1);
+            lock(&self.shared.store).abort_watches();
         }
     }
 
     /// Answers the next `count` list/watch/get requests with HTTP `status`.
     pub fn fail_next(&self, count: u32, status: u16) {
-        self.inject(FaultRule { count, fault: Fault::Status(status), path: None, on: Target::Resources });
+        self.inject(FaultRule { count, fault: Fault::Status(status), path: None, query: None, on: Target::Resources });
     }
 
     /// Adds a fault rule (rules are tried in the order added).
     pub fn inject(&self, rule: FaultRule) {
         lock(&self.shared.faults).push(rule);
+    }
+
+    /// Removes every fault rule not used up yet.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
     }
 
     /// Changes which API groups are served.

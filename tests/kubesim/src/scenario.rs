@@ -15,6 +15,7 @@
 //!       - delete: {apiVersion: v1, kind: Pod, namespace: dmz, name: web}
 //!       - fail_next: {count: 2, fault: {status: 500}, on: list, path: /api/v1/pods}
 //!       - fail_next: {fault: truncate}          # count 1, list/watch/get requests
+//!       - fail_next: {fault: reset, query: "continue="}   # the next page after a first
 //!       - outage: true                          # new connections reset, open ones closed
 //!       - expire_history                        # compaction: resuming old watches gets 410
 //!       - restart                               # connections closed, history and pages forgotten

@@ -416,10 +416,14 @@ impl Store {
         }
     }
 
-    /// Forgets the watch history and the paged lists in progress (etcd compaction): resuming
-    /// from any earlier resourceVersion now answers 410.
+    /// Forgets the watch history and the paged lists in progress: resuming from any
+    /// resourceVersion handed out so far now answers 410. The clock moves on by one so that the
+    /// newest version is forgotten too (a client that saw the latest write must relist as well,
+    /// as after a real API server restart whose watch cache starts later than the client's
+    /// version); lists after this return the new version, from which watches work.
     pub(crate) fn expire_history(&mut self) {
         self.history.clear();
+        self.rv += 1;
         self.compacted = self.rv;
         self.pages.clear();
     }

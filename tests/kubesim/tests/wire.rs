@@ -161,7 +161,7 @@ fn injected_faults() {
     sim.fail_next(1, 500);
     assert_eq!(get(&sim, "/api/v1/pods", None).0, 500);
     assert_eq!(get(&sim, "/api/v1/pods", None).0, 200);
-    sim.inject(FaultRule { count: 1, fault: Fault::Truncate, path: None, on: Target::List });
+    sim.inject(FaultRule { count: 1, fault: Fault::Truncate, path: None, query: None, on: Target::List });
     let (status, _, body) = get(&sim, "/api/v1/pods", None);
     assert_eq!(status, 200);
     assert!(serde_json::from_slice::<Value>(&body).is_err(), "the body was cut");
