@@ -498,3 +498,52 @@ fn the_blocking_helper_runs_on_its_own_thread() {
     handle.stop();
     assert_eq!(updates.blocking_next(WAIT).unwrap_err(), moat_control::source::kube::WaitError::Closed);
 }
+
+/// Every pod pair and a few TCP ports: the compiled verdicts of `table`.
+fn all_verdicts(model: &Model, table: &moat_fastpath::RuleTable) -> Vec<(String, moat_fastpath::Verdict)> {
+    let mut out = Vec::new();
+    for (sk, s) in &model.pods {
+        for (dk, d) in &model.pods {
+            for port in [80, 81, 8080, 9000] {
+                let key = moat_fastpath::FlowKey {
+                    src: s.ips[0],
+                    dst: d.ips[0],
+                    protocol: 6,
+                    src_port: 40000,
+                    dst_port: port,
+                    icmp: None,
+                };
+                out.push((format!("{sk:?}->{dk:?}:{port}"), table.classify(&key)));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_drive_the_incremental_compiler_to_what_a_full_compile_decides() {
+    use moat_control::compile::IncrementalCompiler;
+    let scenario = Scenario::bundled("every-kind.yaml").unwrap();
+    let sim = KubeSim::from_scenario(&scenario).unwrap();
+    let (_handle, mut updates) = start(&sim, config());
+    let first = next(&mut updates).await;
+    assert!(first.model_changes().is_none(), "the first update is built in full");
+    let (mut incremental, _) = IncrementalCompiler::new(first.snapshot.model.clone()).unwrap();
+    for step in &scenario.steps {
+        sim.play(step).unwrap();
+        let expect = step.expect.as_ref().unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        // Every update is applied (none may be skipped: each carries only its own changes).
+        loop {
+            let u = tokio::time::timeout_at(deadline, updates.next()).await.unwrap().unwrap();
+            let (table, _) = incremental.apply(u.model_changes().unwrap()).unwrap();
+            let incremental_table = moat_fastpath::RuleTable::from_policy(table, "incremental");
+            let (full, _) = Pipeline::new().build(&u.snapshot, "full").unwrap();
+            let model = &u.snapshot.model;
+            assert_eq!(all_verdicts(model, &incremental_table), all_verdicts(model, &full), "after {}", step.name);
+            if meets(&u, expect).is_ok() {
+                break;
+            }
+        }
+    }
+}

@@ -85,6 +85,27 @@ pub struct Update {
     pub calico: Option<CalicoGroup>,
 }
 
+impl Update {
+    /// The update as a batch for [`crate::compile::IncrementalCompiler::apply`]: an upsert of
+    /// every changed object the snapshot holds, a delete of every other changed one. `None`
+    /// for [`Changed::All`] (the first update): build that one in full.
+    pub fn model_changes(&self) -> Option<Vec<crate::compile::Change>> {
+        use crate::compile::Change;
+        let Changed::Objects(keys) = &self.changed else { return None };
+        let changes = keys
+            .iter()
+            .map(|k| {
+                let key = k.resource_key();
+                match super::state::lookup(&self.snapshot.model, &key) {
+                    Some(resource) => Change::Upsert(resource),
+                    None => Change::Delete(key),
+                }
+            })
+            .collect();
+        Some(changes)
+    }
+}
+
 /// State of one kind's watch, for health endpoints and logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KindStatus {

@@ -13,10 +13,9 @@
 //!   policy's annotations), so they cause no publication and no recompile.
 
 use super::kinds::{CalicoGroup, WatchedKind};
+use crate::compile::ResourceKey;
 use crate::manifest::{LoadOptions, LoadReport, ManifestError, Origin, load_value_with};
-#[cfg(test)]
-use crate::model::Model;
-use crate::model::Resource;
+use crate::model::{Model, PolicyId, PolicyKind, Resource};
 use crate::source::Snapshot;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +35,60 @@ pub struct ObjectKey {
 impl ObjectKey {
     pub fn new(kind: WatchedKind, namespace: Option<&str>, name: &str) -> ObjectKey {
         ObjectKey { kind, namespace: namespace.map(str::to_string), name: name.to_string() }
+    }
+}
+
+impl ObjectKey {
+    /// The identity the model (and the incremental compiler) keys this object by.
+    pub fn resource_key(&self) -> ResourceKey {
+        let ns = || self.namespace.clone().unwrap_or_default();
+        let name = self.name.clone();
+        let policy = |kind: PolicyKind| {
+            let namespace = if kind.is_global() { None } else { Some(ns()) };
+            ResourceKey::CalicoPolicy(PolicyId { kind, namespace, name: self.name.clone() })
+        };
+        match self.kind {
+            WatchedKind::Namespace => ResourceKey::Namespace(name),
+            WatchedKind::ServiceAccount => ResourceKey::ServiceAccount { namespace: ns(), name },
+            WatchedKind::Pod => ResourceKey::Pod { namespace: ns(), name },
+            WatchedKind::NetworkPolicy => ResourceKey::K8sNetworkPolicy { staged: false, namespace: ns(), name },
+            WatchedKind::StagedKubernetesNetworkPolicy => {
+                ResourceKey::K8sNetworkPolicy { staged: true, namespace: ns(), name }
+            }
+            WatchedKind::CalicoNetworkPolicy => policy(PolicyKind::NetworkPolicy),
+            WatchedKind::GlobalNetworkPolicy => policy(PolicyKind::GlobalNetworkPolicy),
+            WatchedKind::StagedNetworkPolicy => policy(PolicyKind::StagedNetworkPolicy),
+            WatchedKind::StagedGlobalNetworkPolicy => policy(PolicyKind::StagedGlobalNetworkPolicy),
+            WatchedKind::Tier => ResourceKey::Tier(name),
+            WatchedKind::NetworkSet => ResourceKey::NetworkSet { namespace: Some(ns()), name },
+            WatchedKind::GlobalNetworkSet => ResourceKey::NetworkSet { namespace: None, name },
+            WatchedKind::HostEndpoint => ResourceKey::HostEndpoint(name),
+            WatchedKind::IpPool => ResourceKey::IpPool(name),
+        }
+    }
+}
+
+/// The resource of `model` with identity `key`, if any.
+pub(crate) fn lookup(model: &Model, key: &ResourceKey) -> Option<Resource> {
+    let pair = |a: &String, b: &String| (a.clone(), b.clone());
+    match key {
+        ResourceKey::Namespace(n) => model.namespaces.get(n).cloned().map(Resource::Namespace),
+        ResourceKey::ServiceAccount { namespace, name } => {
+            model.service_accounts.get(&pair(namespace, name)).cloned().map(Resource::ServiceAccount)
+        }
+        ResourceKey::Pod { namespace, name } => model.pods.get(&pair(namespace, name)).cloned().map(Resource::Pod),
+        ResourceKey::K8sNetworkPolicy { staged, namespace, name } => model
+            .k8s_policies
+            .get(&(*staged, namespace.clone(), name.clone()))
+            .cloned()
+            .map(|policy| Resource::K8sNetworkPolicy { staged: *staged, policy }),
+        ResourceKey::CalicoPolicy(id) => model.policies.get(id).cloned().map(Resource::CalicoPolicy),
+        ResourceKey::Tier(n) => model.tiers.get(n).cloned().map(Resource::Tier),
+        ResourceKey::NetworkSet { namespace, name } => {
+            model.network_sets.get(&(namespace.clone(), name.clone())).cloned().map(Resource::NetworkSet)
+        }
+        ResourceKey::HostEndpoint(n) => model.host_endpoints.get(n).cloned().map(Resource::HostEndpoint),
+        ResourceKey::IpPool(n) => model.ip_pools.get(n).cloned().map(Resource::IpPool),
     }
 }
 
@@ -573,6 +626,30 @@ mod tests {
         s.apply(Input::Unserved(WatchedKind::Tier, "Tier: not served".into()));
         let p = s.publish().unwrap();
         assert_eq!(p.snapshot.notes, vec!["Tier: not served".to_string()]);
+    }
+
+    #[test]
+    fn object_keys_name_the_model_identity_of_what_they_convert_to() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/kubesim/scenarios/every-kind.yaml"))
+                .unwrap();
+        let scenario: Value = serde_norway::from_str(&text).unwrap();
+        let mut kinds = BTreeSet::new();
+        for o in scenario["objects"].as_array().unwrap() {
+            let api_version = o["apiVersion"].as_str().unwrap();
+            let kind = WatchedKind::ALL
+                .into_iter()
+                .find(|k| k.kind() == o["kind"] && k.api_version(CalicoGroup::Crd) == api_version)
+                .unwrap();
+            let c = conv(kind, o.clone());
+            let Outcome::Valid(resource, _) = c.outcome else { panic!("{c:?}") };
+            assert_eq!(c.key.resource_key(), ResourceKey::of(&resource), "{}", c.key);
+            let mut model = Model::new();
+            model.insert((*resource).clone());
+            assert_eq!(lookup(&model, &c.key.resource_key()), Some(*resource));
+            kinds.insert(kind);
+        }
+        assert_eq!(kinds.len(), WatchedKind::ALL.len(), "the scenario has every kind");
     }
 
     #[test]
