@@ -206,12 +206,13 @@ fn a_full_flow_table_keeps_established_connections_flowing() {
     check(&moat, echo_on(&mut live, b"before the flood", CONNECT), || "echo before the flood".to_owned());
 
     // A SYN flood from 60,000 source ports to the allowed port (each one a new embryonic flow), sent from the
-    // client's interface by moat's own AF_XDP generator, far beyond the table's 512 entries.
+    // client's interface by moat's own AF_XDP generator, far beyond the table's 512 entries. Paced at 40,000
+    // frames/s so that a busy machine still delivers it to moat's RX ring whole.
     let generator =
         c.ns.command(env!("CARGO_BIN_EXE_moat"))
             .args(["pktgen", "--dev", &c.ifname, "--src", &c.ipv4.to_string(), "--dst", &s.ipv4.to_string()])
             .args(["--dst-mac", &s.mac.to_string(), "--protocol", "tcp-syn", "--dst-port", "80"])
-            .args(["--src-port", "2000", "--flows", "60000", "--count", "120000", "--json"])
+            .args(["--src-port", "2000", "--flows", "60000", "--count", "60000", "--rate", "40000", "--json"])
             .output()
             .unwrap();
     assert!(generator.status.success(), "pktgen: {}", String::from_utf8_lossy(&generator.stderr));
@@ -226,8 +227,8 @@ fn a_full_flow_table_keeps_established_connections_flowing() {
     let evicted: u64 =
         ["expired", "tombstone", "embryonic", "closing"].iter().map(|c| counter(&format!("evicted_{c}"))).sum();
     let pressure = evicted + counter("table_full");
-    // Not all 120,000 SYNs reach moat (copy-mode veth drops some before its RX ring), but the table of
-    // 512 must have been refilled many times over.
-    assert!(pressure >= 8 * 512, "the flood must have hit the capacity many times: {ct}");
+    // The table of 512 must have been refilled many times over (a few SYNs may still be lost before moat's RX
+    // ring on a busy machine).
+    assert!(pressure >= 40 * 512, "the flood must have hit the capacity many times: {ct}");
     assert!(counter("occupancy") <= 512 && counter("capacity") == 512, "capacity exceeded: {ct}");
 }

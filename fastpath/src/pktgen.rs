@@ -17,6 +17,9 @@ pub struct GenLimit {
     pub count: Option<u64>,
     /// Stop after this long (`None` = no limit).
     pub duration: Option<Duration>,
+    /// Frames per second at most (`None` = as fast as the kernel takes them). A paced flood is one
+    /// the receiver can see whole, whatever else the machine is doing.
+    pub rate: Option<u64>,
 }
 
 /// What a run did.
@@ -99,6 +102,16 @@ impl TxGenerator {
                 }
                 self.socket.kick_tx();
                 continue;
+            }
+            if let Some(rate) = limit.rate {
+                let allowed = u128::from(rate) * start.elapsed().as_micros() / 1_000_000;
+                if u128::from(queued) >= allowed {
+                    std::thread::sleep(Duration::from_micros(100));
+                    if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    continue;
+                }
             }
             let want = u32::try_from(budget.min(u64::from(batch))).unwrap_or(batch);
             let room = self.socket.tx_free(want);

@@ -50,6 +50,9 @@ pub struct PktgenArgs {
     /// Stop after this many seconds (default 5 when --count is not given).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Frames per second at most (default: as fast as the kernel takes them).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     pub json: bool,
@@ -134,7 +137,7 @@ pub fn generate(args: &PktgenArgs, stop: &AtomicBool) -> anyhow::Result<GenRepor
         (None, None) => Some(Duration::from_secs(5)),
         (Some(_), None) => None,
     };
-    Ok(generator.run(GenLimit { count: args.count, duration }, stop))
+    Ok(generator.run(GenLimit { count: args.count, duration, rate: args.rate }, stop))
 }
 
 pub fn run(args: PktgenArgs) -> anyhow::Result<ExitCode> {
