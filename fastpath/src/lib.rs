@@ -14,6 +14,7 @@
 
 pub mod classify;
 pub mod conntrack;
+pub mod control_link;
 pub mod dataplane;
 pub mod pktgen;
 pub mod stats;

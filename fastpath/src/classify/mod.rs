@@ -37,7 +37,7 @@ pub struct FlowKey {
 }
 
 /// The decision for a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     Allow,
     Deny,

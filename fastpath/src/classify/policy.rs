@@ -60,7 +60,7 @@ pub type TraceId = u32;
 pub const MAX_TRACE: usize = 24;
 
 /// One flow-log policy hit without its position: `tier|name|action|ruleIndex`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TraceInfo {
     pub tier: String,
     pub name: String,
@@ -89,7 +89,7 @@ impl TraceInfo {
 /// whose union is the rule (named ports split a rule by port value); `plain_pieces`, when given,
 /// replace them for keys without an ICMP header. The pieces' `action` and `payload` are set by
 /// [`PolicyRules::build`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuleSpec {
     pub action: Action,
     pub trace: TraceId,
@@ -292,11 +292,16 @@ pub struct PolicyRules {
     logs: Vec<LogRule>,
     rules: usize,
     pieces: usize,
+    /// The rule specs the stage was built from, when kept: the control side sends them to a
+    /// separate fastpath process, which rebuilds the stage from them (`control_link`). The
+    /// fastpath itself drops them ([`PolicyRules::build_without_specs`]).
+    specs: Option<Arc<[RuleSpec]>>,
 }
 
 impl PolicyRules {
     /// Compiles one policy's rules (priority = position), linearly up to
-    /// [`LINEAR_MAX_PIECES`] classifier rules, as a decision tree above.
+    /// [`LINEAR_MAX_PIECES`] classifier rules, as a decision tree above. The specs are kept
+    /// ([`PolicyRules::specs`]) so that the stage can be sent to a fastpath process.
     pub fn build(rules: Vec<RuleSpec>) -> Result<PolicyRules, BuildError> {
         PolicyRules::build_with(rules, LINEAR_MAX_PIECES)
     }
@@ -304,6 +309,23 @@ impl PolicyRules {
     /// [`PolicyRules::build`] with an explicit linear/tree threshold (0: always a tree; tests use
     /// it to check both matchers against the evaluator).
     pub fn build_with(rules: Vec<RuleSpec>, linear_max: usize) -> Result<PolicyRules, BuildError> {
+        let mut built = PolicyRules::compile(&rules, linear_max)?;
+        built.specs = Some(Arc::from(rules));
+        Ok(built)
+    }
+
+    /// [`PolicyRules::build`] without keeping the specs: what a fastpath that only enforces the
+    /// stage needs (it never sends it on).
+    pub fn build_without_specs(rules: &[RuleSpec]) -> Result<PolicyRules, BuildError> {
+        PolicyRules::compile(rules, LINEAR_MAX_PIECES)
+    }
+
+    /// The specs the stage was built from, when kept (see [`PolicyRules::build`]).
+    pub fn specs(&self) -> Option<&[RuleSpec]> {
+        self.specs.as_deref()
+    }
+
+    fn compile(rules: &[RuleSpec], linear_max: usize) -> Result<PolicyRules, BuildError> {
         let mut main = Vec::new();
         let mut plain = Vec::new();
         let mut need_plain = false;
@@ -311,18 +333,19 @@ impl PolicyRules {
         let mut logs = Vec::new();
         let mut pieces = 0;
         let n = rules.len();
-        for (position, spec) in rules.into_iter().enumerate() {
+        for (position, spec) in rules.iter().enumerate() {
             let position = u32::try_from(position).map_err(|_| BuildError::TooManyRules(n))?;
             traces.push(spec.trace);
             need_plain |= spec.plain_pieces.is_some();
-            let tag = |mut r: Rule| {
+            let tag = |r: &Rule| {
+                let mut r = r.clone();
                 r.action = spec.action;
                 r.payload = position;
                 r
             };
-            let p: Vec<Rule> = spec.pieces.into_iter().map(tag).collect();
-            let pp: Vec<Rule> = match spec.plain_pieces {
-                Some(v) => v.into_iter().map(tag).collect(),
+            let p: Vec<Rule> = spec.pieces.iter().map(tag).collect();
+            let pp: Vec<Rule> = match &spec.plain_pieces {
+                Some(v) => v.iter().map(tag).collect(),
                 None => p.clone(),
             };
             pieces += p.len();
@@ -339,7 +362,7 @@ impl PolicyRules {
             }
         }
         let plain = if need_plain { Some(Matcher::build(&plain, linear_max)?) } else { None };
-        Ok(PolicyRules { main: Matcher::build(&main, linear_max)?, plain, traces, logs, rules: n, pieces })
+        Ok(PolicyRules { main: Matcher::build(&main, linear_max)?, plain, traces, logs, rules: n, pieces, specs: None })
     }
 
     /// Number of rules (Log included).
@@ -367,6 +390,40 @@ impl PolicyRules {
         c(&self.main) + self.plain.as_ref().map_or(0, c)
     }
 
+    /// Heap bytes of the kept specs (0 when not kept): the memory price of being able to send the
+    /// stage to a fastpath process.
+    pub fn spec_bytes(&self) -> usize {
+        fn rule_bytes(r: &Rule) -> usize {
+            let nets = |a: &AddrSet| match a {
+                AddrSet::Any => 0,
+                AddrSet::Nets(n) => n.len() * std::mem::size_of::<IpNetwork>(),
+            };
+            let ports = |p: &PortSet| match p {
+                PortSet::Any => 0,
+                PortSet::Ranges(r) => r.len() * 4,
+            };
+            let protos = match &r.protocol {
+                ProtoSet::Any => 0,
+                ProtoSet::Only(v) => v.len(),
+            };
+            std::mem::size_of::<Rule>()
+                + nets(&r.src)
+                + nets(&r.dst)
+                + ports(&r.src_ports)
+                + ports(&r.dst_ports)
+                + protos
+        }
+        self.specs.as_deref().map_or(0, |specs| {
+            specs
+                .iter()
+                .map(|s| {
+                    std::mem::size_of::<RuleSpec>()
+                        + s.pieces.iter().chain(s.plain_pieces.iter().flatten()).map(rule_bytes).sum::<usize>()
+                })
+                .sum()
+        })
+    }
+
     /// The first terminal rule matching `key` as `(action, trace)`; every Log rule before it
     /// that matches is recorded into `trace` first.
     #[inline]
@@ -391,7 +448,7 @@ impl PolicyRules {
 }
 
 /// What kind of stage a step is; decides what Allow means and whether the end of a tier counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum StepKind {
     /// Host-endpoint failsafe ports: Allow is final.
     Failsafe,
@@ -404,7 +461,7 @@ pub enum StepKind {
 }
 
 /// One tier (or the failsafe list) for one endpoint and direction.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     pub kind: StepKind,
     /// Indices into [`PolicyTable`]'s policy stages, in evaluation order.
@@ -415,14 +472,14 @@ pub struct Step {
 }
 
 /// The whole decision for one endpoint and direction: steps, then the profile outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Chain {
     pub steps: Vec<Step>,
     pub profile: (Verdict, TraceId),
 }
 
 /// An endpoint policy is enforced on, for flow logs and for the walk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EndpointInfo {
     pub name: String,
     /// `None` for host endpoints.

@@ -90,7 +90,7 @@ use tree::{Forest, Params, RBox};
 /// What a first-matching rule asks for. The classifier treats every action as terminal: the policy
 /// compiler resolves Calico's non-terminal semantics (Pass to the next tier, Log and continue)
 /// before it emits rules, and may use these values to tag what it emitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     #[default]
     Allow,
@@ -101,7 +101,7 @@ pub enum Action {
 
 /// A set of addresses: any address, or the union of prefixes (IPv4 and IPv6 may mix; each only
 /// matches addresses of its own family). `Nets(vec![])` matches nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum AddrSet {
     #[default]
     Any,
@@ -110,7 +110,7 @@ pub enum AddrSet {
 
 /// A set of IP protocol numbers. `Only(vec![])` matches nothing; `notProtocol: X` is `Only` of the
 /// other 255 values.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum ProtoSet {
     #[default]
     Any,
@@ -118,7 +118,7 @@ pub enum ProtoSet {
 }
 
 /// A set of ports as inclusive ranges. `Ranges(vec![])` matches nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum PortSet {
     #[default]
     Any,
@@ -127,7 +127,7 @@ pub enum PortSet {
 
 /// An ICMP type/code constraint. `Any` also matches packets without an ICMP header; every other
 /// variant only matches packets that have one (`FlowKey::icmp` is `Some`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum IcmpMatch {
     #[default]
     Any,
@@ -140,7 +140,7 @@ pub enum IcmpMatch {
 }
 
 /// One classifier rule: every field must match. Priority is the rule's position in the list.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Rule {
     pub src: AddrSet,
     pub dst: AddrSet,

@@ -1,0 +1,457 @@
+//! Tables as data: the agent encodes a [`RuleTable`] into a [`TableMsg`] ([`TableEncoder`]); the
+//! fastpath validates a received one and rebuilds it ([`build_table`]), with a cache of policy
+//! stages by content id ([`StageCache`]).
+
+use super::message::{PolicyMsg, StageId, StageMsg, TableBody, TableMsg};
+use crate::classify::RuleTable;
+use crate::classify::engine::{AddrSet, PortSet, ProtoSet, Rule};
+use crate::classify::policy::{PolicyRules, PolicyTable, PolicyTableParts, RuleSpec};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The content id of a stage from its encoded specs.
+pub fn stage_id(encoded_specs: &[u8]) -> StageId {
+    let digest = Sha256::digest(encoded_specs);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+    StageId(id)
+}
+
+/// Encodes a stage's specs (deterministic: postcard has no maps or padding).
+pub fn encode_specs(specs: &[RuleSpec]) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(specs)
+}
+
+/// Why a table could not be encoded (agent side).
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("policy stage {0} was built without its rule specs and cannot be sent")]
+    NoSpecs(usize),
+    #[error("encoding: {0}")]
+    Postcard(#[from] postcard::Error),
+}
+
+/// Agent side: turns rule tables into messages, remembering the content id of every stage of the
+/// last table it encoded (by allocation: the compiler shares unchanged stages between tables as
+/// the same `Arc`), so that an unchanged stage is neither re-encoded nor re-hashed.
+#[derive(Debug, Default)]
+pub struct TableEncoder {
+    /// `Arc::as_ptr` → (the stage, kept alive so the address cannot be reused; its id).
+    ids: HashMap<usize, (Arc<PolicyRules>, StageId)>,
+}
+
+impl TableEncoder {
+    pub fn new() -> TableEncoder {
+        TableEncoder::default()
+    }
+
+    /// The message for `table`; stages whose id is in `fastpath_has` travel as their id only.
+    pub fn encode(
+        &mut self,
+        table: &RuleTable,
+        id: u64,
+        fastpath_has: &HashSet<StageId>,
+    ) -> Result<TableMsg, EncodeError> {
+        let origin = table.origin().to_owned();
+        let Some(policy) = table.policy() else {
+            return Ok(TableMsg {
+                id,
+                origin,
+                body: TableBody::Acl { rules: table.rules().to_vec(), default: table.default_verdict() },
+            });
+        };
+        let mut msg = PolicyMsg::default();
+        let mut ids = HashMap::with_capacity(policy.policies().len());
+        let mut sent: HashSet<StageId> = HashSet::new();
+        for (i, stage) in policy.policies().iter().enumerate() {
+            let key = Arc::as_ptr(stage) as usize;
+            let known = self.ids.get(&key).map(|(_, id)| *id);
+            let (stage_id, bytes) = match known {
+                Some(sid) if fastpath_has.contains(&sid) || sent.contains(&sid) => (sid, None),
+                _ => {
+                    let specs = stage.specs().ok_or(EncodeError::NoSpecs(i))?;
+                    let bytes = encode_specs(specs)?;
+                    let sid = stage_id(&bytes);
+                    let needed = !fastpath_has.contains(&sid) && !sent.contains(&sid);
+                    (sid, needed.then_some(bytes))
+                }
+            };
+            if let Some(specs) = bytes {
+                sent.insert(stage_id);
+                msg.new_stages.push(StageMsg { id: stage_id, specs });
+            }
+            msg.stages.push(stage_id);
+            ids.insert(key, (Arc::clone(stage), stage_id));
+        }
+        self.ids = ids;
+        let parts = policy.parts();
+        msg.endpoints = parts.endpoints;
+        let mut addresses: Vec<_> = parts.addresses.into_iter().collect();
+        // Deterministic messages (the map's order is random): equal tables encode equally.
+        addresses.sort_unstable();
+        msg.addresses = addresses;
+        msg.chains = parts.chains;
+        msg.traces = parts.traces;
+        msg.zones = parts.zones;
+        Ok(TableMsg { id, origin, body: TableBody::Policy(msg) })
+    }
+}
+
+/// What the fastpath accepts in one table, against memory blow-ups from a buggy or hostile
+/// sender. Decoding is bounded by the frame limit (the link's `max_frame`); these bound what is
+/// built from it. Defaults are far above a 10,000-pod cluster's table (ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_endpoints: usize,
+    pub max_addresses: usize,
+    pub max_chains: usize,
+    pub max_traces: usize,
+    pub max_stages: usize,
+    pub max_zones: usize,
+    pub max_acl_rules: usize,
+    /// Rules of one stage.
+    pub max_stage_rules: usize,
+    /// Classifier boxes (cross product of a piece's address, port and protocol sets), summed
+    /// over the stages built from one message: what the classifier's memory grows with.
+    pub max_boxes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_endpoints: 1 << 20,
+            max_addresses: 1 << 21,
+            max_chains: 1 << 21,
+            max_traces: 1 << 21,
+            max_stages: 1 << 20,
+            max_zones: 1 << 16,
+            max_acl_rules: 1 << 20,
+            max_stage_rules: 1 << 16,
+            max_boxes: 1 << 24,
+        }
+    }
+}
+
+/// Why a table was refused; the text goes back to the agent in the Nack.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+fn refuse(text: impl Into<String>) -> Refusal {
+    Refusal(text.into())
+}
+
+/// Fastpath side: built policy stages by content id (those of the table in force).
+#[derive(Debug, Default)]
+pub struct StageCache {
+    stages: HashMap<StageId, Arc<PolicyRules>>,
+}
+
+impl StageCache {
+    pub fn ids(&self) -> Vec<StageId> {
+        let mut v: Vec<StageId> = self.stages.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.stages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// After a swap: exactly the stages of the table now in force (unused ones are freed).
+    pub fn replace(&mut self, stages: HashMap<StageId, Arc<PolicyRules>>) {
+        self.stages = stages;
+    }
+}
+
+/// A validated table, ready to publish, with the stages it uses (for the cache).
+#[derive(Debug)]
+pub struct BuiltTable {
+    pub table: RuleTable,
+    pub stages: HashMap<StageId, Arc<PolicyRules>>,
+    pub stages_built: u32,
+    pub stages_reused: u32,
+}
+
+fn count_of(set: &AddrSet) -> u64 {
+    match set {
+        AddrSet::Any => 1,
+        AddrSet::Nets(n) => n.len() as u64,
+    }
+}
+
+fn ports_of(set: &PortSet) -> u64 {
+    match set {
+        PortSet::Any => 1,
+        PortSet::Ranges(r) => r.len() as u64,
+    }
+}
+
+/// Upper bound of the boxes a classifier rule expands into.
+fn boxes(r: &Rule) -> u64 {
+    let protos = match &r.protocol {
+        ProtoSet::Any => 1,
+        ProtoSet::Only(v) => v.len() as u64,
+    };
+    count_of(&r.src)
+        .saturating_mul(count_of(&r.dst))
+        .saturating_mul(ports_of(&r.src_ports))
+        .saturating_mul(ports_of(&r.dst_ports))
+        .saturating_mul(protos.max(1))
+}
+
+fn check_count(what: &str, n: usize, max: usize) -> Result<(), Refusal> {
+    if n > max {
+        return Err(refuse(format!("{n} {what}, more than the limit of {max}")));
+    }
+    Ok(())
+}
+
+/// Validates `msg` completely and builds the table it describes; nothing is published here.
+/// Every stage's id is checked against its content, every stage is built by this process from
+/// its specs, every index is checked by `PolicyTable::new`, and sizes are held to `limits`.
+pub fn build_table(msg: TableMsg, cache: &StageCache, limits: &Limits) -> Result<BuiltTable, Refusal> {
+    let TableMsg { origin, body, .. } = msg;
+    let p = match body {
+        TableBody::Acl { rules, default } => {
+            check_count("ACL rules", rules.len(), limits.max_acl_rules)?;
+            return Ok(BuiltTable {
+                table: RuleTable::new(rules, default, origin),
+                stages: HashMap::new(),
+                stages_built: 0,
+                stages_reused: 0,
+            });
+        }
+        TableBody::Policy(p) => p,
+    };
+    check_count("endpoints", p.endpoints.len(), limits.max_endpoints)?;
+    check_count("addresses", p.addresses.len(), limits.max_addresses)?;
+    check_count("chains", p.chains.len(), limits.max_chains)?;
+    check_count("traces", p.traces.len(), limits.max_traces)?;
+    check_count("policy stages", p.stages.len(), limits.max_stages)?;
+    check_count("new policy stages", p.new_stages.len(), limits.max_stages)?;
+    check_count("zones", p.zones.len(), limits.max_zones)?;
+
+    let mut built: HashMap<StageId, Arc<PolicyRules>> = HashMap::with_capacity(p.new_stages.len());
+    let mut total_boxes: u64 = 0;
+    for stage in &p.new_stages {
+        if stage_id(&stage.specs) != stage.id {
+            return Err(refuse(format!("policy stage {}: its content does not match its id", stage.id)));
+        }
+        if built.contains_key(&stage.id) {
+            continue;
+        }
+        let specs: Vec<RuleSpec> = postcard::from_bytes(&stage.specs)
+            .map_err(|e| refuse(format!("policy stage {}: cannot decode its rules: {e}", stage.id)))?;
+        check_count(&format!("rules in policy stage {}", stage.id), specs.len(), limits.max_stage_rules)?;
+        for spec in &specs {
+            for piece in spec.pieces.iter().chain(spec.plain_pieces.iter().flatten()) {
+                total_boxes = total_boxes.saturating_add(boxes(piece));
+            }
+        }
+        if total_boxes > limits.max_boxes {
+            return Err(refuse(format!(
+                "the new policy stages expand to more than {} classifier boxes (limit)",
+                limits.max_boxes
+            )));
+        }
+        let rules =
+            PolicyRules::build_without_specs(&specs).map_err(|e| refuse(format!("policy stage {}: {e}", stage.id)))?;
+        built.insert(stage.id, Arc::new(rules));
+    }
+    let stages_built = u32::try_from(built.len()).unwrap_or(u32::MAX);
+
+    let mut used: HashMap<StageId, Arc<PolicyRules>> = HashMap::with_capacity(p.stages.len());
+    let mut policies = Vec::with_capacity(p.stages.len());
+    let mut reused = 0u32;
+    for (i, sid) in p.stages.iter().enumerate() {
+        let stage = match (built.get(sid), cache.stages.get(sid)) {
+            (Some(s), _) => Arc::clone(s),
+            (None, Some(s)) => {
+                if !used.contains_key(sid) {
+                    reused += 1;
+                }
+                Arc::clone(s)
+            }
+            (None, None) => {
+                return Err(refuse(format!("policy stage {i} ({sid}) was neither sent nor held by the fastpath")));
+            }
+        };
+        used.insert(*sid, Arc::clone(&stage));
+        policies.push(stage);
+    }
+
+    let mut addresses = HashMap::with_capacity(p.addresses.len());
+    for (ip, e) in p.addresses {
+        if addresses.insert(ip, e).is_some() {
+            return Err(refuse(format!("address {ip} is listed twice")));
+        }
+    }
+    let parts = PolicyTableParts {
+        endpoints: p.endpoints,
+        addresses,
+        chains: p.chains,
+        policies,
+        traces: p.traces,
+        zones: p.zones,
+    };
+    let table = PolicyTable::new(parts).map_err(|e| refuse(format!("inconsistent table: {e}")))?;
+    Ok(BuiltTable {
+        table: RuleTable::from_policy(Arc::new(table), origin),
+        stages: used,
+        stages_built,
+        stages_reused: reused,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::engine::Action;
+    use crate::classify::policy::{Chain, EndpointInfo, Step, StepKind, TraceInfo};
+    use crate::classify::{FlowKey, Verdict};
+
+    fn key(src: &str, dst: &str, port: u16) -> FlowKey {
+        FlowKey {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: 6,
+            src_port: 1,
+            dst_port: port,
+            icmp: None,
+        }
+    }
+
+    /// Pod 10.0.0.2: ingress allows TCP `port` from 10.0.0.1, end of tier deny.
+    fn table(port: u16) -> RuleTable {
+        let stage = PolicyRules::build(vec![RuleSpec {
+            action: Action::Allow,
+            trace: 0,
+            pieces: vec![Rule {
+                src: AddrSet::Nets(vec!["10.0.0.1/32".parse().unwrap()]),
+                protocol: ProtoSet::Only(vec![6]),
+                dst_ports: PortSet::Ranges(vec![(port, port)]),
+                ..Rule::default()
+            }],
+            plain_pieces: None,
+        }])
+        .unwrap();
+        let trace = |action, rule_index| TraceInfo { tier: "default".into(), name: "ns/p".into(), action, rule_index };
+        let parts = PolicyTableParts {
+            endpoints: vec![EndpointInfo {
+                name: "b".into(),
+                namespace: Some("ns".into()),
+                host: false,
+                chains: [0, 1],
+            }],
+            addresses: HashMap::from([("10.0.0.2".parse().unwrap(), 0)]),
+            chains: vec![
+                Chain {
+                    steps: vec![Step { kind: StepKind::Normal, policies: vec![0], end: Some((Action::Deny, 1)) }],
+                    profile: (Verdict::Allow, 2),
+                },
+                Chain { steps: vec![], profile: (Verdict::Allow, 2) },
+            ],
+            policies: vec![Arc::new(stage)],
+            traces: vec![trace(Action::Allow, 0), trace(Action::Deny, -1), trace(Action::Allow, 0)],
+            zones: vec![("10.0.0.0/24".parse().unwrap(), "pods".into())],
+        };
+        RuleTable::from_policy(Arc::new(PolicyTable::new(parts).unwrap()), "test")
+    }
+
+    fn roundtrip(msg: &TableMsg) -> TableMsg {
+        let bytes = postcard::to_allocvec(msg).unwrap();
+        postcard::from_bytes(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_table_travels_and_decides_alike_and_later_tables_send_only_new_stages() {
+        let mut enc = TableEncoder::new();
+        let original = table(80);
+        let msg = enc.encode(&original, 1, &HashSet::new()).unwrap();
+        let TableBody::Policy(p) = &msg.body else { panic!() };
+        assert_eq!(p.new_stages.len(), 1);
+        let mut cache = StageCache::default();
+        let built = build_table(roundtrip(&msg), &cache, &Limits::default()).unwrap();
+        assert_eq!((built.stages_built, built.stages_reused), (1, 0));
+        for k in [key("10.0.0.1", "10.0.0.2", 80), key("10.0.0.1", "10.0.0.2", 81), key("10.0.0.2", "10.0.0.9", 5)] {
+            assert_eq!(built.table.admit(&k), original.admit(&k), "{k:?}");
+        }
+        // The fastpath keeps no specs of its own.
+        assert!(built.table.policy().unwrap().policies()[0].specs().is_none());
+        cache.replace(built.stages);
+
+        // The same content from a fresh encoder (a restarted agent) is known by its id.
+        let has: HashSet<StageId> = cache.ids().into_iter().collect();
+        let again = TableEncoder::new().encode(&table(80), 2, &has).unwrap();
+        let TableBody::Policy(p2) = &again.body else { panic!() };
+        assert!(p2.new_stages.is_empty());
+        assert_eq!(p2.stages, p.stages);
+        let built = build_table(roundtrip(&again), &cache, &Limits::default()).unwrap();
+        assert_eq!((built.stages_built, built.stages_reused), (0, 1));
+
+        // Changed content: a new stage; the unused one leaves the cache after the swap.
+        let changed = enc.encode(&table(81), 3, &has).unwrap();
+        let built = build_table(roundtrip(&changed), &cache, &Limits::default()).unwrap();
+        assert_eq!((built.stages_built, built.stages_reused), (1, 0));
+        assert_eq!(built.table.classify(&key("10.0.0.1", "10.0.0.2", 81)), Verdict::Allow);
+        cache.replace(built.stages);
+        assert_eq!(cache.len(), 1);
+        assert!(!cache.ids().contains(&p.stages[0]));
+    }
+
+    #[test]
+    fn bad_tables_are_refused_with_a_reason() {
+        let cache = StageCache::default();
+        let limits = Limits::default();
+        let good = TableEncoder::new().encode(&table(80), 1, &HashSet::new()).unwrap();
+        let with = |f: &dyn Fn(&mut PolicyMsg)| {
+            let mut m = good.clone();
+            let TableBody::Policy(p) = &mut m.body else { panic!() };
+            f(p);
+            build_table(m, &cache, &limits).unwrap_err().0
+        };
+        let e = with(&|p| p.chains[0].steps[0].policies.push(7));
+        assert!(e.contains("chain 0 refers to missing policy 7"), "{e}");
+        let e = with(&|p| p.endpoints[0].chains[1] = 9);
+        assert!(e.contains("missing chain 9"), "{e}");
+        let e = with(&|p| p.addresses.push(("10.0.0.9".parse().unwrap(), 3)));
+        assert!(e.contains("missing endpoint 3"), "{e}");
+        let e = with(&|p| p.addresses.push(p.addresses[0]));
+        assert!(e.contains("listed twice"), "{e}");
+        let e = with(&|p| p.new_stages[0].specs.push(0));
+        assert!(e.contains("does not match its id"), "{e}");
+        let e = with(&|p| {
+            p.new_stages[0].specs = vec![0xff; 9];
+            p.new_stages[0].id = stage_id(&p.new_stages[0].specs);
+            p.stages[0] = p.new_stages[0].id;
+        });
+        assert!(e.contains("cannot decode"), "{e}");
+        let e = with(&|p| p.new_stages.clear());
+        assert!(e.contains("neither sent nor held"), "{e}");
+        let e = with(&|p| p.traces.truncate(1));
+        assert!(e.contains("missing trace"), "{e}");
+        let small = Limits { max_endpoints: 0, ..Limits::default() };
+        let e = build_table(good.clone(), &cache, &small).unwrap_err().0;
+        assert!(e.contains("1 endpoints, more than the limit of 0"), "{e}");
+        let small = Limits { max_boxes: 0, ..Limits::default() };
+        let e = build_table(good, &cache, &small).unwrap_err().0;
+        assert!(e.contains("classifier boxes"), "{e}");
+    }
+
+    #[test]
+    fn acl_tables_travel_too() {
+        let rules = crate::classify::acl::parse("allow tcp 10.0.0.1/32 any 80\n", "t.acl").unwrap();
+        let t = RuleTable::new(rules, Verdict::Deny, "acl");
+        let msg = TableEncoder::new().encode(&t, 1, &HashSet::new()).unwrap();
+        let built = build_table(roundtrip(&msg), &StageCache::default(), &Limits::default()).unwrap();
+        assert_eq!(built.table.classify(&key("10.0.0.1", "10.0.0.2", 80)), Verdict::Allow);
+        assert_eq!(built.table.classify(&key("10.0.0.1", "10.0.0.2", 81)), Verdict::Deny);
+        assert_eq!(built.table.origin(), "acl");
+    }
+}
