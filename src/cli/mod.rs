@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_classify;
 pub mod bench_forward;
 pub mod demo;
+pub mod kubectl;
 pub mod pktgen;
 pub mod policy;
 pub mod run;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Build a zone topology in network namespaces, run moat between the zones and show
     /// which connections pass and which are blocked.
     Demo(demo::DemoArgs),
+    /// The kubectl plugin (`kubectl moat`, when this binary is installed as `kubectl-moat`):
+    /// explain decisions against the live cluster, show what every node enforces.
+    Kubectl(kubectl::KubectlArgs),
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -62,5 +66,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Kubectl(args) => kubectl::run(args),
     }
 }
