@@ -694,6 +694,15 @@ fn cluster_role_grants_exactly_what_the_kubernetes_source_watches() {
     );
     assert_eq!(granted, watched, "verbs granted vs verbs the source uses");
 
+    // Every other role in deploy/ (the `kubectl moat status` one) reads too, and nothing more.
+    for role in d.base().filter(|r| r["kind"] == "Role" || r["kind"] == "ClusterRole") {
+        for rule in role["rules"].as_array().unwrap() {
+            for verb in strings(&rule["verbs"]) {
+                assert!(["get", "list", "watch"].contains(&verb), "{}: verb {verb}", role["metadata"]["name"]);
+            }
+        }
+    }
+
     let binding = d.base_object("ClusterRoleBinding", "moat-agent");
     assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
     assert_eq!(binding["roleRef"]["name"], "moat-agent");
