@@ -54,7 +54,8 @@ pub struct DataplaneConfig {
     pub umem: UmemConfig,
     pub bind: BindPolicy,
     pub worker: WorkerConfig,
-    /// Pin worker `i` to CPU `i mod ncpus`.
+    /// Pin worker `i` to the `i mod n`-th of the `n` CPUs this process may run on (its affinity mask:
+    /// the cores a container was given by a static CPU manager, or by `taskset`).
     pub pin_cores: bool,
     /// Per-worker connection tracking.
     pub conntrack: ConntrackConfig,
@@ -172,7 +173,7 @@ impl Dataplane {
             records: Arc::clone(&records),
             stop,
         };
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let cpus = allowed_cpus();
         for pair in &config.pairs {
             let queues = queue_count(pair, config.queues)?;
             let red_a = Redirector::attach(&pair.a, &config.redirector)?;
@@ -191,7 +192,7 @@ impl Dataplane {
                 let b = XskSocket::bind(&umem, &pair.b, red_b.ifindex(), queue, Some(&a), config.bind)
                     .map_err(DataplaneError::Socket)?;
                 let index = dataplane.workers.len();
-                let cpu = config.pin_cores.then_some(index % cpus);
+                let cpu = if config.pin_cores { cpus.get(index % cpus.len().max(1)).copied() } else { None };
                 let info = WorkerInfo { pair: pair.clone(), queue, mode: a.mode(), cpu };
                 let fds = [a.fd().try_clone_to_owned(), b.fd().try_clone_to_owned()];
                 let [Ok(fd_a), Ok(fd_b)] = fds else {
@@ -310,6 +311,15 @@ fn socket_stats(fd: &std::os::fd::OwnedFd) -> Option<SocketStats> {
     crate::xsk::socket_stats_of(fd.as_fd()).ok()
 }
 
+/// The CPUs this thread may run on, in order; `[0]` if the mask cannot be read.
+fn allowed_cpus() -> Vec<usize> {
+    let allowed: Vec<usize> = match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
+        Err(_) => Vec::new(),
+    };
+    if allowed.is_empty() { vec![0] } else { allowed }
+}
+
 fn pin_to_cpu(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
     if set.set(cpu).is_ok() {
@@ -328,6 +338,15 @@ mod tests {
         for bad in ["eth0", "eth0,eth0", "eth0,", "a,b,c"] {
             assert!(bad.parse::<WirePair>().unwrap_err().contains(bad));
         }
+    }
+
+    #[test]
+    fn workers_are_pinned_within_the_affinity_mask() {
+        let allowed = allowed_cpus();
+        let mask = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+        assert!(!allowed.is_empty());
+        assert!(allowed.iter().all(|&c| mask.is_set(c).unwrap()));
+        assert!(allowed.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
