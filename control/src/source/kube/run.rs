@@ -646,6 +646,13 @@ async fn drive(client: Client, config: KubeSourceConfig, slot: Arc<Slot>, status
             (Some(f), Some(l)) if publisher.generation > 0 => Some((l + config.debounce).min(f + config.max_delay)),
             _ => None,
         };
+        // A deadline already reached is served at once: the timer wheel's 1 ms granularity would
+        // otherwise add up to a millisecond to every publication (all of a zero debounce).
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            publisher.publish(&mut state, first);
+            (first, last) = (None, None);
+            continue;
+        }
         let timer = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -655,13 +662,18 @@ async fn drive(client: Client, config: KubeSourceConfig, slot: Arc<Slot>, status
         tokio::select! {
             msg = rx.recv() => {
                 let Some((input, received)) = msg else { break };
-                let was_dirty = state.dirty();
-                state.apply(input);
-                if state.dirty() {
-                    if !was_dirty {
-                        first = Some(received);
+                // Everything already queued joins the same batch (a relist, a burst).
+                let mut next = Some((input, received));
+                while let Some((input, received)) = next {
+                    let was_dirty = state.dirty();
+                    state.apply(input);
+                    if state.dirty() {
+                        if !was_dirty {
+                            first = Some(received);
+                        }
+                        last = Some(Instant::now());
                     }
-                    last = Some(Instant::now());
+                    next = rx.try_recv().ok();
                 }
                 if publisher.generation == 0 && state.synced() {
                     publisher.publish(&mut state, None);
