@@ -14,6 +14,8 @@ use moat_bpf::{FailsafePort, NoSocketAction, RedirectorConfig, XdpMode};
 use moat_control::pipeline::Pipeline;
 use moat_control::source::manifests::ManifestDir;
 use moat_fastpath::conntrack::ConntrackConfig;
+use moat_fastpath::control_link::message::{RedirectorStats, WorkerStats as LinkWorkerStats};
+use moat_fastpath::control_link::{Limits, LinkServer, ServerConfig, Stats};
 use moat_fastpath::dataplane::{Dataplane, DataplaneConfig, DataplaneReport, WirePair};
 use moat_fastpath::stats::StatsSnapshot;
 use moat_fastpath::worker::handoff::Steering;
@@ -37,8 +39,25 @@ pub struct RunArgs {
     /// namespaces, service accounts, NetworkPolicies, Calico policies, tiers, network sets, host
     /// endpoints, IP pools. Watched: a change is recompiled and swapped in. A directory with no
     /// manifest but `*.acl` files is read as raw ACL rules instead (benchmarks and labs).
-    #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    /// Standalone mode; exactly one of `--manifests` and `--control-socket` is required.
+    #[arg(long, value_name = "DIR", required_unless_present = "control_socket", conflicts_with = "control_socket")]
+    pub manifests: Option<PathBuf>,
+    /// Fastpath mode: take rule tables from a `moat agent` over this Unix socket instead of compiling
+    /// them here. moat listens (a stale socket file is replaced), serves one agent at a time,
+    /// validates every table before swapping it in, and fails closed until the first valid one;
+    /// when the agent goes away, the table in force and every tracked connection stay.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// File mode of the control socket, octal. Connecting needs write permission: 600 lets only
+    /// this user in; 660 also the socket's group (an agent running as another user in that group).
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = socket_mode)]
+    pub control_socket_mode: u32,
+    /// Largest table frame accepted from the agent, in bytes (larger ones are refused unread).
+    #[arg(long, default_value_t = moat_fastpath::control_link::DEFAULT_MAX_TABLE_FRAME)]
+    pub max_table_bytes: usize,
+    /// How often counters are sent to the agent, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub link_stats_interval_ms: u64,
     /// Load manifests with unknown fields (dropping those fields, logged) instead of refusing them.
     /// Off by default: a misspelt field silently widens or narrows a policy.
     #[arg(long)]
@@ -147,20 +166,47 @@ pub enum BindArg {
     ZeroCopy,
 }
 
+/// Where tables come from: compiled here from a watched directory, or received from an agent.
+enum Policy {
+    // Boxed: the compiler state is large and this enum lives once, on the stack of `run`.
+    Standalone { source: Box<PolicySource>, watcher: moat::watch::DirWatcher },
+    Fastpath(LinkServer),
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let default = match args.default_action {
         ActionArg::Allow => Verdict::Allow,
         ActionArg::Deny => Verdict::Deny,
     };
-    let mut source = PolicySource::new(&args.manifests, default, args.lenient_fields);
-    // A start-up with broken policy still starts, failing closed, and waits for a fix: a node
-    // agent that exits would leave the node to the XDP program's no-socket action instead.
-    let table = match source.load() {
-        Ok(table) => Some(table),
-        Err(err) => {
-            tracing::error!(error = %format!("{err:#}"), "no policy loaded: failing closed until the manifests are fixed");
-            None
+    // Generation 0 fails closed. In standalone mode the loaded rules become generation 1 before any
+    // worker starts, so the fail-closed table only governs a later reload failure path, never
+    // start-up traffic; in fastpath mode it governs until the agent's first valid table.
+    let tables = TableHandle::new(RuleTable::fail_closed());
+    let mut policy = match (&args.manifests, &args.control_socket) {
+        (Some(dir), None) => {
+            let mut source = PolicySource::new(dir, default, args.lenient_fields);
+            // A start-up with broken policy still starts, failing closed, and waits for a fix: a node
+            // agent that exits would leave the node to the XDP program's no-socket action instead.
+            match source.load() {
+                Ok(table) => {
+                    tables.publish(table);
+                }
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "no policy loaded: failing closed until the manifests are fixed");
+                }
+            }
+            Policy::Standalone { source: Box::new(source), watcher: moat::watch::DirWatcher::new(dir)? }
         }
+        (None, Some(path)) => {
+            let config = ServerConfig {
+                path: path.clone(),
+                mode: args.control_socket_mode,
+                max_frame: args.max_table_bytes,
+                limits: Limits::default(),
+            };
+            Policy::Fastpath(LinkServer::start(config, Arc::clone(&tables)).context("opening the control socket")?)
+        }
+        _ => bail!("exactly one of --manifests and --control-socket is required"),
     };
     let config = DataplaneConfig {
         pairs: args.pairs.clone(),
@@ -206,16 +252,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup)).context("installing SIGHUP")?;
-    let mut watcher = moat::watch::DirWatcher::new(&args.manifests)?;
     let debounce = Duration::from_millis(args.reload_debounce_ms);
     let mut reload = ReloadStatus::default();
 
-    // Generation 0 fails closed; the loaded rules become generation 1 before any worker starts, so the
-    // fail-closed table only governs a later reload failure path, never start-up traffic.
-    let tables = TableHandle::new(RuleTable::fail_closed());
-    if let Some(table) = table {
-        tables.publish(table);
-    }
     let dataplane = Dataplane::start(&config, Arc::clone(&tables)).context("starting the dataplane")?;
     for (info, _) in dataplane.stats() {
         tracing::info!(pair = %info.pair, queue = info.queue, mode = ?info.mode, cpu = ?info.cpu, "worker started");
@@ -229,12 +268,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let records = Arc::clone(dataplane.records());
     let mut flow_log = FlowLog::open(args.flow_log.as_deref())?;
     let interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    let link_interval = Duration::from_millis(args.link_stats_interval_ms);
     let mut last_log = Instant::now();
+    let mut last_link_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
-        let changed = watcher.settled(debounce);
-        if changed.is_some() || hangup.swap(false, Ordering::Relaxed) {
-            reload_rules(&mut source, &tables, changed.unwrap_or_else(Instant::now), &mut reload);
+        match &mut policy {
+            Policy::Standalone { source, watcher } => {
+                let changed = watcher.settled(debounce);
+                if changed.is_some() || hangup.swap(false, Ordering::Relaxed) {
+                    reload_rules(source, &tables, changed.unwrap_or_else(Instant::now), &mut reload);
+                }
+            }
+            Policy::Fastpath(link) => {
+                if last_link_stats.elapsed() >= link_interval {
+                    last_link_stats = Instant::now();
+                    link.send_stats(live_stats(&dataplane, &tables, &flow_log, &records));
+                }
+            }
         }
         tables.reclaim();
         flow_log.drain(&records, &tables);
@@ -249,6 +300,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     tracing::info!("stopping");
+    // The link first: no table is swapped in while the workers stop.
+    let link = match policy {
+        Policy::Fastpath(link) => Some(link.stop()),
+        Policy::Standalone { .. } => None,
+    };
     let report = dataplane.stop();
     // The workers ended every flow they still tracked: those records are the last ones.
     flow_log.drain(&records, &tables);
@@ -260,6 +316,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     summary["table"]["reload_failures"] = json!(reload.failures);
     summary["table"]["last_change_to_enforcement_ms"] = json!(reload.last_latency.map(|d| d.as_secs_f64() * 1e3));
     summary["table"]["last_reload_error"] = json!(reload.last_error);
+    if let Some(link) = link {
+        summary["table"]["origin"] = json!(tables.load().origin());
+        summary["control_link"] = json!({
+            "state": link.state.name(), "agent": link.agent, "connects": link.connects,
+            "disconnects": link.disconnects, "refused_peers": link.refused_peers,
+            "tables_applied": link.tables_applied, "tables_refused": link.tables_refused,
+            "last_refusal": link.last_refusal, "last_error": link.last_error,
+            "stages_cached": link.stages_cached, "stages_built": link.stages_built,
+            "last_build_ms": link.last_build.map(|d| d.as_secs_f64() * 1e3),
+        });
+    }
     if let Some(path) = &args.stats_file {
         let text = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, text).with_context(|| format!("writing stats file {}", path.display()))?;
@@ -366,20 +433,20 @@ fn reload_rules(source: &mut PolicySource, tables: &TableHandle, since: Instant,
 
 /// The rule directory: Kubernetes/Calico manifests compiled through the control pipeline, or (when
 /// it holds no manifest) raw ACL files.
-struct PolicySource {
+pub(crate) struct PolicySource {
     manifests: ManifestDir,
     pipeline: Pipeline,
     acl_default: Verdict,
 }
 
 impl PolicySource {
-    fn new(dir: &Path, acl_default: Verdict, lenient_fields: bool) -> PolicySource {
+    pub(crate) fn new(dir: &Path, acl_default: Verdict, lenient_fields: bool) -> PolicySource {
         let manifests = ManifestDir::new(dir);
         let manifests = if lenient_fields { manifests.lenient() } else { manifests };
         PolicySource { manifests, pipeline: Pipeline::new(), acl_default }
     }
 
-    fn load(&mut self) -> anyhow::Result<RuleTable> {
+    pub(crate) fn load(&mut self) -> anyhow::Result<RuleTable> {
         let dir = self.manifests.path();
         let has_manifests =
             self.manifests.has_manifests().with_context(|| format!("reading policy directory {}", dir.display()))?;
@@ -467,6 +534,93 @@ fn parse_failsafe(spec: Option<&str>) -> anyhow::Result<Vec<FailsafePort>> {
     }
 }
 
+fn socket_mode(text: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(text.trim_start_matches("0o"), 8).map_err(|e| format!("{text:?}: {e}"))?;
+    if mode > 0o777 {
+        return Err(format!("{text}: not a file mode (at most 777)"));
+    }
+    Ok(mode)
+}
+
+/// Counters for the agent (the link adds its own): the same content as the stats file's workers.
+fn live_stats(
+    dataplane: &Dataplane,
+    tables: &TableHandle,
+    flow_log: &FlowLog,
+    records: &moat_fastpath::conntrack::RecordQueue,
+) -> Stats {
+    let conntrack = dataplane.conntrack_stats();
+    let workers = dataplane
+        .stats()
+        .into_iter()
+        .map(|(info, s)| {
+            let counters = [
+                ("rx", s.rx_packets),
+                ("tx", s.tx_packets),
+                ("rx_bytes", s.rx_bytes),
+                ("tx_bytes", s.tx_bytes),
+                ("bridged_non_ip", s.bridged_non_ip),
+                ("batches", s.batches),
+                ("idle_waits", s.idle_waits),
+                ("table_generation", s.table_generation),
+                ("handed_off", s.handed_off),
+                ("handoff_received", s.handoff_received),
+            ];
+            LinkWorkerStats {
+                pair: info.pair.to_string(),
+                queue: info.queue,
+                bind_mode: bind_mode_name(info.mode).to_owned(),
+                counters: counters.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                dropped: s
+                    .dropped
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(cause, n)| (cause.name().to_owned(), *n))
+                    .collect(),
+                conntrack: conntrack.iter().find(|(i, _)| *i == info).map(|(_, ct)| ct.named()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let redirectors = dataplane
+        .redirector_stats()
+        .into_iter()
+        .map(|(interface, r)| RedirectorStats {
+            interface,
+            counters: [
+                ("redirected", r.redirected),
+                ("no_socket_dropped", r.no_socket_dropped),
+                ("no_socket_passed", r.no_socket_passed),
+                ("failsafe_passed", r.failsafe_passed),
+                ("local_arp_passed", r.local_arp_passed),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+        })
+        .collect();
+    let table = tables.load();
+    Stats {
+        generation: table.generation(),
+        origin: table.origin().to_owned(),
+        workers,
+        redirectors,
+        flow_records: vec![
+            ("taken".to_owned(), flow_log.taken),
+            ("written".to_owned(), flow_log.written),
+            ("dropped_queue_full".to_owned(), records.dropped()),
+            ("write_errors".to_owned(), flow_log.errors),
+        ],
+        ..Stats::default()
+    }
+}
+
+fn bind_mode_name(mode: BindMode) -> &'static str {
+    match mode {
+        BindMode::ZeroCopy => "zero-copy",
+        BindMode::Copy => "copy",
+    }
+}
+
 /// The stats-file document: per worker counters and drop reasons (non-zero only), redirector counters.
 pub fn report_json(report: &DataplaneReport, tables: &TableHandle) -> Value {
     let workers: Vec<Value> = report
@@ -476,10 +630,7 @@ pub fn report_json(report: &DataplaneReport, tables: &TableHandle) -> Value {
             let mut w = worker_json(s);
             w["pair"] = json!(info.pair.to_string());
             w["queue"] = json!(info.queue);
-            w["bind_mode"] = json!(match info.mode {
-                BindMode::ZeroCopy => "zero-copy",
-                BindMode::Copy => "copy",
-            });
+            w["bind_mode"] = json!(bind_mode_name(info.mode));
             if let Some((_, sides)) = report.sockets.iter().find(|(i, _)| i == info) {
                 let side = |s: &Option<moat_fastpath::xsk::SocketStats>| match s {
                     Some(s) => json!({"rx_dropped": s.rx_dropped, "rx_ring_full": s.rx_ring_full,

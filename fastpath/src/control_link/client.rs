@@ -57,6 +57,11 @@ impl Client {
         Ok(Client { stream, reader, peer })
     }
 
+    /// The socket, to wait for it with `poll` beside other descriptors.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.stream)
+    }
+
     /// The fastpath's hello.
     pub fn peer(&self) -> &FastpathHello {
         &self.peer
