@@ -1,5 +1,6 @@
 //! Subcommands of the `moat` binary.
 
+pub mod agent;
 pub mod bench;
 pub mod bench_classify;
 pub mod bench_forward;
@@ -33,6 +34,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Attach to wire pairs (IF_A,IF_B) and filter traffic between them.
     Run(run::RunArgs),
+    /// The control process of a split deployment: compile policy (manifests directory or the
+    /// Kubernetes API) and hand tables to a fastpath (`moat run --control-socket`); serve metrics.
+    Agent(agent::AgentArgs),
     /// Transmit generated traffic from an AF_XDP socket (the kernel here has no pktgen module).
     Pktgen(pktgen::PktgenArgs),
     /// Benchmarks: end-to-end forwarding, classification.
@@ -62,6 +66,7 @@ pub fn init_logging(format: LogFormat) {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Pktgen(args) => pktgen::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),

@@ -1,4 +1,6 @@
-//! Running `moat run` inside a lab namespace: start, wait until it is ready, stop, read its counters.
+//! Running `moat run` inside a lab namespace (standalone on a manifests directory, or as a fastpath
+//! taking tables over a control socket) and `moat agent` beside it: start, wait until ready, stop or
+//! kill, read counters and the agent's HTTP endpoints.
 
 use super::netns::{Netns, describe};
 use anyhow::{Context, Result, bail};
@@ -24,6 +26,8 @@ pub struct MoatOptions {
     pub wires: Vec<(String, String)>,
     /// Directory of rule files (`--manifests`).
     pub manifests: PathBuf,
+    /// Fastpath mode: `--control-socket PATH` instead of `--manifests` (tables come from `moat agent`).
+    pub control_socket: Option<PathBuf>,
     /// `--queues N`; `None` lets moat serve all queues of each interface.
     pub queues: Option<u32>,
     /// `--default-action allow|deny`.
@@ -46,6 +50,7 @@ impl MoatOptions {
             binary: binary.into(),
             wires: Vec::new(),
             manifests: manifests.into(),
+            control_socket: None,
             queues: None,
             default_action: None,
             xdp_mode: None,
@@ -54,6 +59,13 @@ impl MoatOptions {
             ready_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(15),
         }
+    }
+
+    /// A fastpath taking its tables from an agent over `socket`.
+    pub fn fastpath(binary: impl Into<PathBuf>, socket: impl Into<PathBuf>) -> Self {
+        let mut opts = Self::new(binary, PathBuf::new());
+        opts.control_socket = Some(socket.into());
+        opts
     }
 
     pub fn wire(mut self, a: &str, b: &str) -> Self {
@@ -109,7 +121,10 @@ impl MoatProcess {
         for (a, b) in &opts.wires {
             cmd.arg("--wire").arg(format!("{a},{b}"));
         }
-        cmd.arg("--manifests").arg(&opts.manifests);
+        match &opts.control_socket {
+            Some(socket) => cmd.arg("--control-socket").arg(socket),
+            None => cmd.arg("--manifests").arg(&opts.manifests),
+        };
         cmd.arg("--ready-file").arg(&ready_file);
         cmd.arg("--stats-file").arg(&stats_file);
         if let Some(q) = opts.queues {
@@ -175,6 +190,12 @@ impl MoatProcess {
     /// The process id (moat's own: `ip netns exec` execs it).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash would end it: no stats file, nothing cleaned up by moat itself (the kernel
+    /// detaches XDP when its BPF links close).
+    pub fn kill_hard(mut self) {
+        self.kill();
     }
 
     /// `Some(status)` once moat has exited.
@@ -355,4 +376,185 @@ mod tests {
         let no_drops = MoatStats::parse(r#"{"workers":[{"pair":"a,b","queue":0,"rx":1,"tx":1}]}"#).unwrap();
         assert_eq!(no_drops.workers[0].total_dropped(), 0);
     }
+}
+
+/// How to start `moat agent` (in the test's own network namespace: it needs none of the lab's, only the
+/// fastpath's socket file and a loopback port for its endpoints).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub binary: PathBuf,
+    /// The fastpath's control socket (`--fastpath-socket`).
+    pub socket: PathBuf,
+    /// `--manifests DIR`; `None` for the Kubernetes source (`kubeconfig`).
+    pub manifests: Option<PathBuf>,
+    /// `--kubeconfig PATH`.
+    pub kubeconfig: Option<PathBuf>,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub ready_timeout: Duration,
+}
+
+impl AgentOptions {
+    pub fn manifests(binary: impl Into<PathBuf>, socket: impl Into<PathBuf>, dir: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            socket: socket.into(),
+            manifests: Some(dir.into()),
+            kubeconfig: None,
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn kubernetes(binary: impl Into<PathBuf>, socket: impl Into<PathBuf>, kubeconfig: impl Into<PathBuf>) -> Self {
+        Self { manifests: None, kubeconfig: Some(kubeconfig.into()), ..Self::manifests(binary, socket, PathBuf::new()) }
+    }
+}
+
+/// A running `moat agent`; dropping it kills it.
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: Option<Child>,
+    command_line: String,
+    log_file: PathBuf,
+    metrics_addr: std::net::SocketAddr,
+}
+
+impl AgentProcess {
+    /// Starts the agent with its metrics on 127.0.0.1 (any port) and waits until its endpoints listen.
+    pub fn start(workdir: &Path, opts: &AgentOptions) -> Result<Self> {
+        let n = PROCESS_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let ready_file = workdir.join(format!("agent-{n}.ready"));
+        let log_file = workdir.join(format!("agent-{n}.log"));
+        if ready_file.exists() {
+            std::fs::remove_file(&ready_file).with_context(|| format!("cannot remove {}", ready_file.display()))?;
+        }
+        let log = File::create(&log_file).with_context(|| format!("cannot create {}", log_file.display()))?;
+        let log_err = log.try_clone().context("cannot duplicate the log file handle")?;
+        let mut cmd = std::process::Command::new(&opts.binary);
+        cmd.arg("agent").arg("--fastpath-socket").arg(&opts.socket);
+        if let Some(dir) = &opts.manifests {
+            cmd.arg("--manifests").arg(dir);
+        }
+        if let Some(kc) = &opts.kubeconfig {
+            cmd.arg("--kubeconfig").arg(kc);
+        }
+        cmd.args(["--metrics-addr", "127.0.0.1:0", "--reconnect-max-ms", "500"]);
+        cmd.arg("--ready-file").arg(&ready_file);
+        cmd.args(&opts.extra_args);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
+        cmd.process_group(0);
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        let command_line = describe(&cmd);
+        let child = cmd.spawn().with_context(|| format!("cannot start `{command_line}`"))?;
+        let mut agent = Self { child: Some(child), command_line, log_file, metrics_addr: ([127, 0, 0, 1], 0).into() };
+        let deadline = Instant::now() + opts.ready_timeout;
+        loop {
+            // Written atomically (rename), so a file that exists is complete.
+            if let Ok(text) = std::fs::read_to_string(&ready_file) {
+                let doc: serde_json::Value = serde_json::from_str(&text).context("parsing the agent's ready file")?;
+                agent.metrics_addr = doc["metrics_addr"]
+                    .as_str()
+                    .context("the ready file names no metrics_addr")?
+                    .parse()
+                    .context("metrics_addr")?;
+                return Ok(agent);
+            }
+            if let Some(child) = agent.child.as_mut()
+                && let Some(status) = child.try_wait().context("cannot poll the agent")?
+            {
+                bail!(
+                    "moat agent exited before it was ready ({status})\ncommand: {}\n--- agent output ---\n{}",
+                    agent.command_line,
+                    agent.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                let log = agent.log();
+                agent.kill_now();
+                bail!(
+                    "moat agent was not ready after {:?}\ncommand: {}\n--- agent output ---\n{log}",
+                    opts.ready_timeout,
+                    agent.command_line
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_else(|err| format!("<cannot read the agent's log: {err}>"))
+    }
+
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.metrics_addr
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `GET path` on the agent's endpoints: status code and body.
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(self.metrics_addr, path)
+    }
+
+    /// SIGKILL (a crash of the control process).
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and a clean exit within 15 s.
+    pub fn stop(mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else { bail!("the agent was already stopped") };
+        let pid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
+        kill(pid, Signal::SIGTERM).context("cannot send SIGTERM to the agent")?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().context("cannot poll the agent")? {
+                if !status.success() {
+                    bail!("moat agent exited with {status}\n--- agent output ---\n{}", self.log());
+                }
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("moat agent did not exit within 15 s of SIGTERM\n--- agent output ---\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+/// A plain HTTP/1.1 GET (`Connection: close`): status code and body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).with_context(|| format!("reading the answer to GET {path}"))?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
 }

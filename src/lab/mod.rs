@@ -29,7 +29,7 @@ pub mod probe;
 mod topology;
 
 pub use ethtool::disable_tx_checksum;
-pub use moat::{MoatOptions, MoatProcess, MoatStats, WorkerStats};
+pub use moat::{AgentOptions, AgentProcess, MoatOptions, MoatProcess, MoatStats, WorkerStats, http_get};
 pub use netns::{Lab, Netns, NsThread, cleanup_stale, run_checked};
 pub use topology::{Host, MacAddr, Neighbour, WireTopology};
 
