@@ -33,7 +33,7 @@
 //!   state; a cluster where one kind cannot be listed (RBAC, a broken aggregated API) never gets
 //!   a partial table, and [`KubeHandle::status`] says which kind is missing and why.
 //! * After that, changes are **debounced**: published when no further change came for
-//!   [`KubeSourceConfig::debounce`] (5 ms), at the latest [`KubeSourceConfig::max_delay`]
+//!   [`KubeSourceConfig::debounce`] (1 ms: queued events are batched anyway, and the issue-6 target of 10 ms from watch event to enforcement leaves no room for more; BENCHMARKS.md), at the latest [`KubeSourceConfig::max_delay`]
 //!   (50 ms) after the first change of the batch, so a burst (a Deployment rollout) is one
 //!   recompile and a steady stream cannot postpone enforcement indefinitely.
 //! * An object version that converts to the same resource as before (a pod's readiness

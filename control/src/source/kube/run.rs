@@ -43,7 +43,7 @@ impl Default for KubeSourceConfig {
     fn default() -> KubeSourceConfig {
         KubeSourceConfig {
             calico: CalicoApi::Auto,
-            debounce: Duration::from_millis(5),
+            debounce: Duration::from_millis(1),
             max_delay: Duration::from_millis(50),
             page_size: 500,
             load_options: LoadOptions::strict(),
