@@ -26,9 +26,9 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
-pub mod flowlog;
 pub mod convert;
 pub mod evaluate;
+pub mod flowlog;
 pub mod manifest;
 pub mod model;
 pub mod pipeline;
