@@ -130,6 +130,20 @@ fn eventually(
     }
 }
 
+/// A log without its colour escapes (`ESC [ … m`).
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().take_while(|&c| c != 'm').for_each(drop);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn status(agent: &AgentProcess) -> serde_json::Value {
     let (code, body) = agent.get("/status").unwrap();
     assert_eq!(code, 200, "{body}");
@@ -189,6 +203,8 @@ fn the_split_enforces_a_manifests_directory_and_edits_reach_the_dataplane() {
     let st = status(&agent);
     assert_eq!(st["generation"], 2, "{st:#}");
     assert_eq!(st["node"], "node-under-test");
+    // The edit derives from the table in force: it travelled as a patch.
+    assert!(plain(&fastpath.log()).contains("patch=true"), "{}", fastpath.log());
     agent.stop().unwrap();
     let stats = support::stop_moat(fastpath);
     assert_eq!(stats.raw["table"]["generation"], 2, "{:#}", stats.raw);
@@ -380,11 +396,12 @@ fn corrupt_frames_and_inconsistent_tables_are_refused_and_the_table_in_force_sta
     // The test is the agent now, with a table allowing 8080 too, compiled as the agent would.
     split.edit_policy(&[80, 8080]);
     let snapshot = moat_control::source::manifests::ManifestDir::new(&split.manifests).load().unwrap();
-    let (table, _) = moat_control::pipeline::Pipeline::new().build(&snapshot, "test").unwrap();
+    let mut pipeline = moat_control::pipeline::Pipeline::new();
+    let (table, _) = pipeline.build(&snapshot, "test").unwrap();
     let mut client = raw_client(&split.socket);
     assert_eq!(client.peer().generation, 1);
     let known: HashSet<_> = client.peer().stages.iter().copied().collect();
-    let good = TableEncoder::new().encode(&table, 7, &known).unwrap();
+    let good = TableEncoder::new().encode(&table, 7, &known, None).unwrap();
     let send = |client: &mut Client, f: &dyn Fn(&mut moat_fastpath::control_link::PolicyMsg)| {
         let mut msg = good.clone();
         let TableBody::Policy(p) = &mut msg.body else { panic!("a policy table") };
@@ -410,6 +427,14 @@ fn corrupt_frames_and_inconsistent_tables_are_refused_and_the_table_in_force_sta
         }
     });
     expect_nack(&mut client, "does not match its id");
+    // A patch against a generation that is not in force.
+    split.edit_policy(&[80, 8080, 8081]);
+    let snapshot = moat_control::source::manifests::ManifestDir::new(&split.manifests).load().unwrap();
+    let (derived, _) = pipeline.build(&snapshot, "test").unwrap();
+    let patch = TableEncoder::new().encode(&derived, 8, &known, Some((&table, 5))).unwrap();
+    assert!(matches!(patch.body, TableBody::Patch(_)), "a derived table travels as a patch");
+    client.send(&AgentMessage::Table(patch)).unwrap();
+    expect_nack(&mut client, "patch for generation 5, but generation 1 is in force");
 
     // Through all of it the first table decided: 80 passes, 8080 does not.
     if split.reach(80, CONNECT) != Outcome::Answered || split.reach(8080, BLOCKED_AFTER) != Outcome::NoAnswer {
@@ -427,8 +452,8 @@ fn corrupt_frames_and_inconsistent_tables_are_refused_and_the_table_in_force_sta
     drop(client);
     let stats = support::stop_moat(fastpath);
     let link = link_stats(&stats);
-    assert_eq!(link["tables_refused"], 6, "{link:#}");
-    assert!(link["last_refusal"].as_str().unwrap().contains("does not match its id"), "{link:#}");
+    assert_eq!(link["tables_refused"], 7, "{link:#}");
+    assert!(link["last_refusal"].as_str().unwrap().contains("generation 5"), "{link:#}");
 }
 
 #[test]

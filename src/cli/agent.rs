@@ -57,6 +57,10 @@ pub struct AgentArgs {
     /// Which Calico API group the Kubernetes source reads.
     #[arg(long, value_enum, default_value_t = CalicoArg::Auto)]
     pub calico_api: CalicoArg,
+    /// Kubernetes source: a change is compiled once no other arrived for this long (a burst is
+    /// one table), and at the latest 50 ms after the first change of a burst.
+    #[arg(long, value_name = "MS", default_value_t = 5)]
+    pub watch_debounce_ms: u64,
     /// Longest wait between retries of a failed watch or list (exponential from 100 ms, no jitter);
     /// default: kube-rs's client-go backoff (0.8 s doubling to 30 s, jittered).
     #[arg(long, value_name = "MS")]
@@ -168,6 +172,10 @@ struct State {
     ready: bool,
     latency: Histogram,
     last_latency: Option<Duration>,
+    /// Size of the last table message, and the fastpath's decode-validate-build time of the last
+    /// acknowledged one.
+    last_table_bytes: usize,
+    last_fastpath_build: Option<Duration>,
     /// Last error per component (`source`, `compile`, `fastpath`), cleared by a success.
     errors: BTreeMap<&'static str, String>,
     stats: Option<(Stats, Instant)>,
@@ -207,6 +215,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         ready: false,
         latency: Histogram::new(LATENCY_BOUNDS),
         last_latency: None,
+        last_table_bytes: 0,
+        last_fastpath_build: None,
         errors: BTreeMap::new(),
         stats: None,
         heartbeat_control: now,
@@ -270,6 +280,20 @@ fn offer(state: &Shared, result: anyhow::Result<RuleTable>, since: Instant, took
     let mut s = lock(state);
     match result {
         Ok(table) => {
+            if s.compiles == 0
+                && let Some(policy) = table.policy()
+            {
+                // What keeping the specs costs (they are what is sent to the fastpath), once.
+                let stages = policy.policies();
+                let matchers: usize = stages.iter().map(|p| p.bytes()).sum();
+                let specs: usize = stages.iter().map(|p| p.spec_bytes()).sum();
+                tracing::info!(
+                    stages = stages.len(),
+                    matcher_bytes = matchers,
+                    kept_spec_bytes = specs,
+                    "first table: memory of the policy stages"
+                );
+            }
             s.compiles += 1;
             s.last_compile = Some(took);
             s.errors.remove("compile");
@@ -350,6 +374,7 @@ fn kube_loop(args: &AgentArgs, state: &Shared, stop: &AtomicBool, wake: &impl Fn
         } else {
             moat_control::manifest::LoadOptions::strict()
         },
+        debounce: Duration::from_millis(args.watch_debounce_ms),
         backoff: args.watch_retry_max_ms.map(|max| {
             let max = Duration::from_millis(max.max(1));
             moat_control::source::kube::BackoffConfig { initial: max.min(Duration::from_millis(100)), max }
@@ -361,6 +386,7 @@ fn kube_loop(args: &AgentArgs, state: &Shared, stop: &AtomicBool, wake: &impl Fn
     tracing::info!(origin = %origin, "watching the Kubernetes API; the fastpath fails closed until every kind is listed");
     let mut pipeline = Pipeline::new();
     let mut reported_problems = 0usize;
+    let mut diff_next = false;
     // Per kind: errors counted so far and when the count last rose. A kind whose watch or list
     // failed within ERROR_WINDOW is reported as the source's last error (the source keeps no
     // "healthy again" flag: a resumed watch just stops failing).
@@ -410,7 +436,14 @@ fn kube_loop(args: &AgentArgs, state: &Shared, stop: &AtomicBool, wake: &impl Fn
         }
         let since = update.first_event.unwrap_or(update.published);
         let started = Instant::now();
-        let result = pipeline.build(&update.snapshot, &origin).map_err(anyhow::Error::from).map(|(table, report)| {
+        // The watch says what changed: apply just that. After a failed batch the compiler's model
+        // lags the source's, so the next update is diffed against the whole snapshot instead.
+        let result = match update.model_changes().filter(|_| !diff_next) {
+            Some(changes) => pipeline.apply(changes, &origin),
+            None => pipeline.build(&update.snapshot, &origin),
+        };
+        diff_next = result.is_err();
+        let result = result.map_err(anyhow::Error::from).map(|(table, report)| {
             tracing::info!(source_generation = update.generation, changed = ?update.changed.len(),
                 endpoints = report.stats.endpoints, policies = report.stats.policies,
                 compile_ms = (report.resolve_time + report.compile_time).as_secs_f64() * 1e3, "policy compiled");
@@ -435,6 +468,7 @@ struct InFlight {
     since: Instant,
     sent: Instant,
     stages: HashSet<StageId>,
+    table: Arc<RuleTable>,
 }
 
 /// No message at all from the fastpath for this long (it sends counters every second and answers
@@ -511,6 +545,8 @@ fn session(
     let mut sent_seq = 0u64;
     let mut next_id = 1u64;
     let mut in_flight: Option<InFlight> = None;
+    // A new connection starts from a whole table: this agent does not hold the table in force.
+    let mut acked: Option<(Arc<RuleTable>, u64)> = None;
     let mut last_heard = Instant::now();
     let mut last_ping = Instant::now();
     loop {
@@ -522,22 +558,35 @@ fn session(
             let desired = lock(state).desired.clone().filter(|d| d.seq != sent_seq);
             if let Some(d) = desired {
                 sent_seq = d.seq;
-                match encoder.encode(&d.table, next_id, &known) {
+                // The table the fastpath acknowledged last on this connection is the base of a
+                // patch: a table derived from it travels as its differences.
+                let base = acked.as_ref().map(|(t, g)| (t.as_ref(), *g));
+                match encoder.encode(&d.table, next_id, &known, base) {
                     Ok(msg) => {
-                        let (new_stages, stages) = match &msg.body {
-                            TableBody::Policy(p) => (p.new_stages.len(), p.stages.iter().copied().collect()),
-                            TableBody::Acl { .. } => (0, HashSet::new()),
+                        let (new_stages, patch) = match &msg.body {
+                            TableBody::Policy(p) => (p.new_stages.len(), false),
+                            TableBody::Patch(p) => (p.new_stages.len(), true),
+                            TableBody::Acl { .. } => (0, false),
                         };
-                        if let Err(e) = client.send(&AgentMessage::Table(msg)) {
-                            return Some(format!("sending a table: {e}"));
-                        }
+                        let stages = encoder.stage_ids();
+                        let bytes = match client.send(&AgentMessage::Table(msg)) {
+                            Ok(n) => n,
+                            Err(e) => return Some(format!("sending a table: {e}")),
+                        };
                         let mut s = lock(state);
                         s.tables_sent += 1;
                         s.stages_sent += new_stages as u64;
+                        s.last_table_bytes = bytes;
                         drop(s);
-                        tracing::debug!(id = next_id, new_stages, "table sent");
-                        in_flight =
-                            Some(InFlight { id: next_id, seq: d.seq, since: d.since, sent: Instant::now(), stages });
+                        tracing::debug!(id = next_id, new_stages, bytes, patch, "table sent");
+                        in_flight = Some(InFlight {
+                            id: next_id,
+                            seq: d.seq,
+                            since: d.since,
+                            sent: Instant::now(),
+                            stages,
+                            table: Arc::clone(&d.table),
+                        });
                         next_id += 1;
                     }
                     Err(e) => {
@@ -582,6 +631,7 @@ fn session(
                 FastpathMessage::Ack(ack) => {
                     let Some(f) = in_flight.take_if(|f| f.id == ack.id) else { continue };
                     known = f.stages;
+                    acked = Some((f.table, ack.generation));
                     let latency = f.since.elapsed();
                     let mut s = lock(state);
                     s.tables_acked += 1;
@@ -592,6 +642,7 @@ fn session(
                     s.ready = true;
                     s.latency.observe(latency.as_secs_f64());
                     s.last_latency = Some(latency);
+                    s.last_fastpath_build = Some(Duration::from_micros(ack.build_us));
                     drop(s);
                     tracing::info!(
                         generation = ack.generation,
@@ -857,6 +908,18 @@ fn render_metrics(s: &State, now: Instant) -> String {
         "The last update's latency (source change to acknowledgement).",
         s.last_latency.map_or(0.0, |d| d.as_secs_f64()),
     );
+    p.single(
+        "moat_agent_last_table_bytes",
+        "gauge",
+        "Size of the last table message sent (stages the fastpath held travel as ids).",
+        s.last_table_bytes as f64,
+    );
+    p.single(
+        "moat_agent_last_fastpath_build_seconds",
+        "gauge",
+        "The fastpath's decoding, validation and build of the last acknowledged table.",
+        s.last_fastpath_build.map_or(0.0, |d| d.as_secs_f64()),
+    );
     p.family("moat_agent_source_synced", "gauge", "1 once the source produced a complete model.");
     p.sample("moat_agent_source_synced", &[("source", s.source)], b(s.source_synced));
     p.single("moat_agent_source_problems", "gauge", "Objects the source refuses right now.", s.source_problems as f64);
@@ -954,6 +1017,8 @@ fn render_status(s: &State) -> Value {
             "compiles": s.compiles,
             "compile_failures": s.compile_failures,
             "last_compile_ms": s.last_compile.map(|d| d.as_secs_f64() * 1e3),
+            "last_table_bytes": s.last_table_bytes,
+            "last_fastpath_build_ms": s.last_fastpath_build.map(|d| d.as_secs_f64() * 1e3),
             "errors": s.errors,
         },
     })

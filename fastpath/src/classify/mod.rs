@@ -169,6 +169,12 @@ impl TableHandle {
         self.current.load()
     }
 
+    /// The current table as an owned `Arc` (for the control side, which may hold it for a while;
+    /// workers use [`TableHandle::load`]).
+    pub fn load_full(&self) -> Arc<RuleTable> {
+        self.current.load_full()
+    }
+
     /// Publishes `table` as the next generation and returns its number.
     pub fn publish(&self, mut table: RuleTable) -> u64 {
         let generation = self.last_generation.fetch_add(1, Ordering::AcqRel) + 1;
@@ -249,7 +255,7 @@ mod tests {
 
     impl TableHandle {
         fn load_full_for_test(&self) -> Arc<RuleTable> {
-            self.current.load_full()
+            self.load_full()
         }
     }
 }

@@ -625,6 +625,20 @@ impl<T> SharedVec<T> {
     pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
         self.chunks.iter().flat_map(|c| c.iter())
     }
+
+    /// Elements per chunk: [`SharedVec::shares_chunk_with`] answers for this many at a time.
+    pub const CHUNK: usize = SHARED_CHUNK;
+
+    /// Whether the chunk holding `index` is the same allocation in `other` (then the elements of
+    /// that chunk are equal in both without comparing them): how a sender finds what changed
+    /// between two generations derived by [`PolicyTable::patched`].
+    pub fn shares_chunk_with(&self, other: &SharedVec<T>, index: usize) -> bool {
+        let c = index / SHARED_CHUNK;
+        match (self.chunks.get(c), other.chunks.get(c)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl<T: Clone> SharedVec<T> {
@@ -876,6 +890,21 @@ impl PolicyTable {
             traces: self.traces.to_vec(),
             zones: self.zones.to_vec(),
         }
+    }
+
+    /// Address → endpoint index.
+    pub fn addresses(&self) -> &HashMap<IpAddr, u32> {
+        &self.addresses
+    }
+
+    /// Whether both tables hold the very same address map (then it is unchanged).
+    pub fn shares_addresses_with(&self, other: &PolicyTable) -> bool {
+        Arc::ptr_eq(&self.addresses, &other.addresses)
+    }
+
+    /// IP pools, longest prefix first.
+    pub fn zones(&self) -> &[(IpNetwork, String)] {
+        &self.zones
     }
 
     /// The endpoint owning an address.

@@ -67,9 +67,11 @@ impl Client {
         &self.peer
     }
 
-    pub fn send(&mut self, msg: &AgentMessage) -> Result<(), LinkError> {
+    /// Sends one message; returns its encoded size.
+    pub fn send(&mut self, msg: &AgentMessage) -> Result<usize, LinkError> {
         let bytes = postcard::to_allocvec(msg)?;
-        write_frame(&mut self.stream, &bytes)
+        write_frame(&mut self.stream, &bytes)?;
+        Ok(bytes.len())
     }
 
     /// Sends `payload` as one frame, whatever it holds (tests of the fastpath's validation).

@@ -96,8 +96,27 @@ pub struct TableMsg {
 pub enum TableBody {
     /// A compiled Kubernetes/Calico policy (`PolicyTable`).
     Policy(PolicyMsg),
+    /// The differences from the policy table in force (generation `base`), as
+    /// `PolicyTable::patched` applies them: what a one-pod change costs instead of the whole table.
+    Patch(PatchMsg),
     /// Raw first-match ACL rules (a manifests directory holding only `*.acl` files).
     Acl { rules: Vec<AclRule>, default: Verdict },
+}
+
+/// Writes to the table in force: each `(index, value)` replaces an element or appends one (index =
+/// length); traces are appended; nothing is removed (what the incremental compiler produces).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PatchMsg {
+    /// The generation this patch applies to; refused when another one is in force.
+    pub base: u64,
+    pub new_stages: Vec<StageMsg>,
+    pub stages: Vec<(u32, StageId)>,
+    pub endpoints: Vec<(u32, EndpointInfo)>,
+    /// `None` removes the address.
+    pub addresses: Vec<(IpAddr, Option<u32>)>,
+    pub chains: Vec<(u32, Chain)>,
+    pub traces: Vec<TraceInfo>,
+    pub zones: Option<Vec<(IpNetwork, String)>>,
 }
 
 /// The parts of a `PolicyTable`, with its stages by content id.

@@ -414,12 +414,15 @@ impl Serve {
             Ok(AgentMessage::Table(table)) => {
                 let id = table.id;
                 let started = Instant::now();
-                match build_table(table, &self.cache, &self.config.limits) {
+                let in_force = self.tables.load_full();
+                match build_table(table, &self.cache, &in_force, &self.config.limits) {
                     Err(refusal) => self.refused(Some(id), refusal.0, generation),
-                    Ok(built) => {
+                    Ok(mut built) => {
+                        drop(in_force);
                         let took = started.elapsed();
+                        self.cache.replace(&mut built);
+                        let patch = built.patch;
                         let generation = self.tables.publish(built.table);
-                        self.cache.replace(built.stages);
                         let mut s = lock(&self.status);
                         s.tables_applied += 1;
                         s.stages_cached = self.cache.len();
@@ -429,6 +432,7 @@ impl Serve {
                         tracing::info!(
                             generation,
                             id,
+                            patch,
                             stages_built = built.stages_built,
                             stages_reused = built.stages_reused,
                             build_ms = took.as_secs_f64() * 1e3,
@@ -507,7 +511,7 @@ mod tests {
 
     fn acl_table(id: u64, text: &str) -> AgentMessage {
         let t = RuleTable::new(acl::parse(text, "t.acl").unwrap(), Verdict::Deny, "t");
-        AgentMessage::Table(TableEncoder::new().encode(&t, id, &HashSet::new()).unwrap())
+        AgentMessage::Table(TableEncoder::new().encode(&t, id, &HashSet::new(), None).unwrap())
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! fastpath validates a received one and rebuilds it ([`build_table`]), with a cache of policy
 //! stages by content id ([`StageCache`]).
 
-use super::message::{PolicyMsg, StageId, StageMsg, TableBody, TableMsg};
+use super::message::{PatchMsg, PolicyMsg, StageId, StageMsg, TableBody, TableMsg};
 use crate::classify::RuleTable;
 use crate::classify::engine::{AddrSet, PortSet, ProtoSet, Rule};
-use crate::classify::policy::{PolicyRules, PolicyTable, PolicyTableParts, RuleSpec};
+use crate::classify::policy::{PolicyRules, PolicyTable, PolicyTableDelta, PolicyTableParts, RuleSpec, SharedVec};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -47,22 +47,29 @@ impl TableEncoder {
     }
 
     /// The message for `table`; stages whose id is in `fastpath_has` travel as their id only.
+    /// With `base` (the table the fastpath has in force and its generation), a policy table that
+    /// derives from it (the incremental compiler's tables do) travels as a patch: only what changed.
     pub fn encode(
         &mut self,
         table: &RuleTable,
         id: u64,
         fastpath_has: &HashSet<StageId>,
+        base: Option<(&RuleTable, u64)>,
     ) -> Result<TableMsg, EncodeError> {
         let origin = table.origin().to_owned();
         let Some(policy) = table.policy() else {
+            self.ids.clear();
             return Ok(TableMsg {
                 id,
                 origin,
                 body: TableBody::Acl { rules: table.rules().to_vec(), default: table.default_verdict() },
             });
         };
-        let mut msg = PolicyMsg::default();
+        // Every stage's id (cached by allocation), and the encoded specs of those the fastpath
+        // lacks.
         let mut ids = HashMap::with_capacity(policy.policies().len());
+        let mut order = Vec::with_capacity(policy.policies().len());
+        let mut new_stages = Vec::new();
         let mut sent: HashSet<StageId> = HashSet::new();
         for (i, stage) in policy.policies().iter().enumerate() {
             let key = Arc::as_ptr(stage) as usize;
@@ -79,23 +86,99 @@ impl TableEncoder {
             };
             if let Some(specs) = bytes {
                 sent.insert(stage_id);
-                msg.new_stages.push(StageMsg { id: stage_id, specs });
+                new_stages.push(StageMsg { id: stage_id, specs });
             }
-            msg.stages.push(stage_id);
+            order.push(stage_id);
             ids.insert(key, (Arc::clone(stage), stage_id));
         }
         self.ids = ids;
+        if let Some((base_table, generation)) = base
+            && let Some(old) = base_table.policy()
+            && let Some(mut patch) = patch_between(old, policy, &order)
+        {
+            patch.base = generation;
+            patch.new_stages = new_stages;
+            return Ok(TableMsg { id, origin, body: TableBody::Patch(patch) });
+        }
         let parts = policy.parts();
-        msg.endpoints = parts.endpoints;
         let mut addresses: Vec<_> = parts.addresses.into_iter().collect();
         // Deterministic messages (the map's order is random): equal tables encode equally.
         addresses.sort_unstable();
-        msg.addresses = addresses;
-        msg.chains = parts.chains;
-        msg.traces = parts.traces;
-        msg.zones = parts.zones;
+        let msg = PolicyMsg {
+            new_stages,
+            stages: order,
+            endpoints: parts.endpoints,
+            addresses,
+            chains: parts.chains,
+            traces: parts.traces,
+            zones: parts.zones,
+        };
         Ok(TableMsg { id, origin, body: TableBody::Policy(msg) })
     }
+}
+
+impl TableEncoder {
+    /// The stage ids of the last table encoded (what the fastpath holds once it applied it).
+    pub fn stage_ids(&self) -> HashSet<StageId> {
+        self.ids.values().map(|(_, id)| *id).collect()
+    }
+}
+
+/// Writes turning `old` into `new` (elements of chunks both share are equal without a look);
+/// `None` when `new` is shorter (a patch never removes).
+fn writes<T: Clone>(old: &SharedVec<T>, new: &SharedVec<T>, eq: impl Fn(&T, &T) -> bool) -> Option<Vec<(u32, T)>> {
+    if new.len() < old.len() {
+        return None;
+    }
+    let chunk = SharedVec::<T>::CHUNK;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < new.len() {
+        let end = ((i / chunk + 1) * chunk).min(new.len());
+        if i >= old.len() || !new.shares_chunk_with(old, i) {
+            for j in i..end {
+                let n = new.get(j)?;
+                if !old.get(j).is_some_and(|o| eq(o, n)) {
+                    out.push((u32::try_from(j).ok()?, n.clone()));
+                }
+            }
+        }
+        i = end;
+    }
+    Some(out)
+}
+
+/// The patch from `old` to `new` (stage ids by index in `order`), or `None` when `new` does not
+/// derive from `old` by replacing and appending.
+fn patch_between(old: &PolicyTable, new: &PolicyTable, order: &[StageId]) -> Option<PatchMsg> {
+    let stages = writes(old.policies(), new.policies(), Arc::ptr_eq)?
+        .into_iter()
+        .map(|(i, _)| order.get(i as usize).map(|sid| (i, *sid)))
+        .collect::<Option<Vec<_>>>()?;
+    let endpoints = writes(old.endpoints(), new.endpoints(), PartialEq::eq)?;
+    let chains = writes(old.chains(), new.chains(), PartialEq::eq)?;
+    // Traces are only appended.
+    let mut traces = writes(old.traces(), new.traces(), PartialEq::eq)?;
+    if traces.iter().any(|(i, _)| (*i as usize) < old.traces().len()) {
+        return None;
+    }
+    let traces = traces.drain(..).map(|(_, t)| t).collect();
+    let mut addresses = Vec::new();
+    if !new.shares_addresses_with(old) {
+        for (ip, e) in new.addresses() {
+            if old.addresses().get(ip) != Some(e) {
+                addresses.push((*ip, Some(*e)));
+            }
+        }
+        for ip in old.addresses().keys() {
+            if !new.addresses().contains_key(ip) {
+                addresses.push((*ip, None));
+            }
+        }
+        addresses.sort_unstable();
+    }
+    let zones = (old.zones() != new.zones()).then(|| new.zones().to_vec());
+    Some(PatchMsg { base: 0, new_stages: Vec::new(), stages, endpoints, addresses, chains, traces, zones })
 }
 
 /// What the fastpath accepts in one table, against memory blow-ups from a buggy or hostile
@@ -142,10 +225,12 @@ fn refuse(text: impl Into<String>) -> Refusal {
     Refusal(text.into())
 }
 
-/// Fastpath side: built policy stages by content id (those of the table in force).
+/// Fastpath side: built policy stages by content id (those of the table in force), and the id of
+/// each stage index of that table (what a patch's stage writes apply to).
 #[derive(Debug, Default)]
 pub struct StageCache {
     stages: HashMap<StageId, Arc<PolicyRules>>,
+    order: Vec<StageId>,
 }
 
 impl StageCache {
@@ -164,8 +249,9 @@ impl StageCache {
     }
 
     /// After a swap: exactly the stages of the table now in force (unused ones are freed).
-    pub fn replace(&mut self, stages: HashMap<StageId, Arc<PolicyRules>>) {
-        self.stages = stages;
+    pub fn replace(&mut self, built: &mut BuiltTable) {
+        self.stages = std::mem::take(&mut built.stages);
+        self.order = std::mem::take(&mut built.order);
     }
 }
 
@@ -174,8 +260,12 @@ impl StageCache {
 pub struct BuiltTable {
     pub table: RuleTable,
     pub stages: HashMap<StageId, Arc<PolicyRules>>,
+    /// Stage id per stage index of `table`.
+    pub order: Vec<StageId>,
     pub stages_built: u32,
     pub stages_reused: u32,
+    /// Applied as a patch to the table in force (else built whole).
+    pub patch: bool,
 }
 
 fn count_of(set: &AddrSet) -> u64 {
@@ -212,34 +302,12 @@ fn check_count(what: &str, n: usize, max: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Validates `msg` completely and builds the table it describes; nothing is published here.
-/// Every stage's id is checked against its content, every stage is built by this process from
-/// its specs, every index is checked by `PolicyTable::new`, and sizes are held to `limits`.
-pub fn build_table(msg: TableMsg, cache: &StageCache, limits: &Limits) -> Result<BuiltTable, Refusal> {
-    let TableMsg { origin, body, .. } = msg;
-    let p = match body {
-        TableBody::Acl { rules, default } => {
-            check_count("ACL rules", rules.len(), limits.max_acl_rules)?;
-            return Ok(BuiltTable {
-                table: RuleTable::new(rules, default, origin),
-                stages: HashMap::new(),
-                stages_built: 0,
-                stages_reused: 0,
-            });
-        }
-        TableBody::Policy(p) => p,
-    };
-    check_count("endpoints", p.endpoints.len(), limits.max_endpoints)?;
-    check_count("addresses", p.addresses.len(), limits.max_addresses)?;
-    check_count("chains", p.chains.len(), limits.max_chains)?;
-    check_count("traces", p.traces.len(), limits.max_traces)?;
-    check_count("policy stages", p.stages.len(), limits.max_stages)?;
-    check_count("new policy stages", p.new_stages.len(), limits.max_stages)?;
-    check_count("zones", p.zones.len(), limits.max_zones)?;
-
-    let mut built: HashMap<StageId, Arc<PolicyRules>> = HashMap::with_capacity(p.new_stages.len());
+/// Checks and builds the stages a message brings.
+fn build_stages(new_stages: &[StageMsg], limits: &Limits) -> Result<HashMap<StageId, Arc<PolicyRules>>, Refusal> {
+    check_count("new policy stages", new_stages.len(), limits.max_stages)?;
+    let mut built: HashMap<StageId, Arc<PolicyRules>> = HashMap::with_capacity(new_stages.len());
     let mut total_boxes: u64 = 0;
-    for stage in &p.new_stages {
+    for stage in new_stages {
         if stage_id(&stage.specs) != stage.id {
             return Err(refuse(format!("policy stage {}: its content does not match its id", stage.id)));
         }
@@ -264,27 +332,81 @@ pub fn build_table(msg: TableMsg, cache: &StageCache, limits: &Limits) -> Result
             PolicyRules::build_without_specs(&specs).map_err(|e| refuse(format!("policy stage {}: {e}", stage.id)))?;
         built.insert(stage.id, Arc::new(rules));
     }
-    let stages_built = u32::try_from(built.len()).unwrap_or(u32::MAX);
+    Ok(built)
+}
 
-    let mut used: HashMap<StageId, Arc<PolicyRules>> = HashMap::with_capacity(p.stages.len());
-    let mut policies = Vec::with_capacity(p.stages.len());
+/// The stage with id `sid`: just built, or held.
+fn stage_of(
+    sid: &StageId,
+    index: usize,
+    built: &HashMap<StageId, Arc<PolicyRules>>,
+    cache: &StageCache,
+) -> Result<Arc<PolicyRules>, Refusal> {
+    built
+        .get(sid)
+        .or_else(|| cache.stages.get(sid))
+        .cloned()
+        .ok_or_else(|| refuse(format!("policy stage {index} ({sid}) was neither sent nor held by the fastpath")))
+}
+
+/// The stages of a table with stage ids `order`, and how many came from the cache.
+fn used_stages(
+    order: &[StageId],
+    built: &HashMap<StageId, Arc<PolicyRules>>,
+    cache: &StageCache,
+) -> Result<(HashMap<StageId, Arc<PolicyRules>>, u32), Refusal> {
+    let mut used: HashMap<StageId, Arc<PolicyRules>> = HashMap::with_capacity(order.len());
     let mut reused = 0u32;
-    for (i, sid) in p.stages.iter().enumerate() {
-        let stage = match (built.get(sid), cache.stages.get(sid)) {
-            (Some(s), _) => Arc::clone(s),
-            (None, Some(s)) => {
-                if !used.contains_key(sid) {
-                    reused += 1;
-                }
-                Arc::clone(s)
-            }
-            (None, None) => {
-                return Err(refuse(format!("policy stage {i} ({sid}) was neither sent nor held by the fastpath")));
-            }
-        };
-        used.insert(*sid, Arc::clone(&stage));
-        policies.push(stage);
+    for (i, sid) in order.iter().enumerate() {
+        if used.contains_key(sid) {
+            continue;
+        }
+        if !built.contains_key(sid) {
+            reused += 1;
+        }
+        used.insert(*sid, stage_of(sid, i, built, cache)?);
     }
+    Ok((used, reused))
+}
+
+/// Validates `msg` completely and builds the table it describes from it and, for a patch, from
+/// `in_force` (the table the workers use now); nothing is published here. Every stage's id is
+/// checked against its content, every stage is built by this process from its specs, every index
+/// is checked (`PolicyTable::new`, or `PolicyTable::patched` for what a patch writes), and sizes
+/// are held to `limits`.
+pub fn build_table(
+    msg: TableMsg,
+    cache: &StageCache,
+    in_force: &RuleTable,
+    limits: &Limits,
+) -> Result<BuiltTable, Refusal> {
+    let TableMsg { origin, body, .. } = msg;
+    let p = match body {
+        TableBody::Acl { rules, default } => {
+            check_count("ACL rules", rules.len(), limits.max_acl_rules)?;
+            return Ok(BuiltTable {
+                table: RuleTable::new(rules, default, origin),
+                stages: HashMap::new(),
+                order: Vec::new(),
+                stages_built: 0,
+                stages_reused: 0,
+                patch: false,
+            });
+        }
+        TableBody::Patch(patch) => return build_patch(patch, origin, cache, in_force, limits),
+        TableBody::Policy(p) => p,
+    };
+    check_count("endpoints", p.endpoints.len(), limits.max_endpoints)?;
+    check_count("addresses", p.addresses.len(), limits.max_addresses)?;
+    check_count("chains", p.chains.len(), limits.max_chains)?;
+    check_count("traces", p.traces.len(), limits.max_traces)?;
+    check_count("policy stages", p.stages.len(), limits.max_stages)?;
+    check_count("zones", p.zones.len(), limits.max_zones)?;
+    let built = build_stages(&p.new_stages, limits)?;
+    let stages_built = u32::try_from(built.len()).unwrap_or(u32::MAX);
+    let (used, stages_reused) = used_stages(&p.stages, &built, cache)?;
+    let policies =
+        p.stages.iter().enumerate().map(|(i, sid)| stage_of(sid, i, &built, cache)).collect::<Result<Vec<_>, _>>()?;
 
     let mut addresses = HashMap::with_capacity(p.addresses.len());
     for (ip, e) in p.addresses {
@@ -304,8 +426,72 @@ pub fn build_table(msg: TableMsg, cache: &StageCache, limits: &Limits) -> Result
     Ok(BuiltTable {
         table: RuleTable::from_policy(Arc::new(table), origin),
         stages: used,
+        order: p.stages,
         stages_built,
-        stages_reused: reused,
+        stages_reused,
+        patch: false,
+    })
+}
+
+fn build_patch(
+    p: PatchMsg,
+    origin: String,
+    cache: &StageCache,
+    in_force: &RuleTable,
+    limits: &Limits,
+) -> Result<BuiltTable, Refusal> {
+    if p.base != in_force.generation() {
+        return Err(refuse(format!(
+            "patch for generation {}, but generation {} is in force",
+            p.base,
+            in_force.generation()
+        )));
+    }
+    let Some(old) = in_force.policy() else {
+        return Err(refuse("patch, but the table in force is not a policy table"));
+    };
+    if cache.order.len() != old.policies().len() {
+        return Err(refuse("patch, but the stages of the table in force are not known by id"));
+    }
+    let grown = |what: &str, len: usize, writes: usize, max: usize| check_count(what, len.saturating_add(writes), max);
+    grown("endpoints", old.endpoints().len(), p.endpoints.len(), limits.max_endpoints)?;
+    grown("addresses", old.addresses().len(), p.addresses.len(), limits.max_addresses)?;
+    grown("chains", old.chains().len(), p.chains.len(), limits.max_chains)?;
+    grown("traces", old.traces().len(), p.traces.len(), limits.max_traces)?;
+    grown("policy stages", old.policies().len(), p.stages.len(), limits.max_stages)?;
+    check_count("zones", p.zones.as_ref().map_or(0, Vec::len), limits.max_zones)?;
+    let built = build_stages(&p.new_stages, limits)?;
+    let stages_built = u32::try_from(built.len()).unwrap_or(u32::MAX);
+    let mut order = cache.order.clone();
+    let mut policies = Vec::with_capacity(p.stages.len());
+    for (i, sid) in &p.stages {
+        let index = *i as usize;
+        match index.cmp(&order.len()) {
+            std::cmp::Ordering::Less => order[index] = *sid,
+            std::cmp::Ordering::Equal => order.push(*sid),
+            std::cmp::Ordering::Greater => {
+                return Err(refuse(format!("policy stage {index} written past the end ({})", order.len())));
+            }
+        }
+        policies.push((*i, stage_of(sid, index, &built, cache)?));
+    }
+    let (used, stages_reused) = used_stages(&order, &built, cache)?;
+    let delta = PolicyTableDelta {
+        endpoints: p.endpoints,
+        addresses: p.addresses,
+        chains: p.chains,
+        policies,
+        traces: p.traces,
+        zones: p.zones,
+    };
+    let table = old.patched(delta).map_err(|e| refuse(format!("inconsistent patch: {e}")))?;
+    Ok(BuiltTable {
+        table: RuleTable::from_policy(Arc::new(table), origin),
+        stages: used,
+        order,
+        stages_built,
+        stages_reused,
+        patch: true,
     })
 }
 
@@ -373,34 +559,35 @@ mod tests {
     fn a_table_travels_and_decides_alike_and_later_tables_send_only_new_stages() {
         let mut enc = TableEncoder::new();
         let original = table(80);
-        let msg = enc.encode(&original, 1, &HashSet::new()).unwrap();
+        let msg = enc.encode(&original, 1, &HashSet::new(), None).unwrap();
         let TableBody::Policy(p) = &msg.body else { panic!() };
         assert_eq!(p.new_stages.len(), 1);
         let mut cache = StageCache::default();
-        let built = build_table(roundtrip(&msg), &cache, &Limits::default()).unwrap();
+        let mut built = build_table(roundtrip(&msg), &cache, &RuleTable::fail_closed(), &Limits::default()).unwrap();
         assert_eq!((built.stages_built, built.stages_reused), (1, 0));
         for k in [key("10.0.0.1", "10.0.0.2", 80), key("10.0.0.1", "10.0.0.2", 81), key("10.0.0.2", "10.0.0.9", 5)] {
             assert_eq!(built.table.admit(&k), original.admit(&k), "{k:?}");
         }
         // The fastpath keeps no specs of its own.
         assert!(built.table.policy().unwrap().policies()[0].specs().is_none());
-        cache.replace(built.stages);
+        cache.replace(&mut built);
 
         // The same content from a fresh encoder (a restarted agent) is known by its id.
         let has: HashSet<StageId> = cache.ids().into_iter().collect();
-        let again = TableEncoder::new().encode(&table(80), 2, &has).unwrap();
+        let again = TableEncoder::new().encode(&table(80), 2, &has, None).unwrap();
         let TableBody::Policy(p2) = &again.body else { panic!() };
         assert!(p2.new_stages.is_empty());
         assert_eq!(p2.stages, p.stages);
-        let built = build_table(roundtrip(&again), &cache, &Limits::default()).unwrap();
+        let built = build_table(roundtrip(&again), &cache, &RuleTable::fail_closed(), &Limits::default()).unwrap();
         assert_eq!((built.stages_built, built.stages_reused), (0, 1));
 
         // Changed content: a new stage; the unused one leaves the cache after the swap.
-        let changed = enc.encode(&table(81), 3, &has).unwrap();
-        let built = build_table(roundtrip(&changed), &cache, &Limits::default()).unwrap();
+        let changed = enc.encode(&table(81), 3, &has, None).unwrap();
+        let mut built =
+            build_table(roundtrip(&changed), &cache, &RuleTable::fail_closed(), &Limits::default()).unwrap();
         assert_eq!((built.stages_built, built.stages_reused), (1, 0));
         assert_eq!(built.table.classify(&key("10.0.0.1", "10.0.0.2", 81)), Verdict::Allow);
-        cache.replace(built.stages);
+        cache.replace(&mut built);
         assert_eq!(cache.len(), 1);
         assert!(!cache.ids().contains(&p.stages[0]));
     }
@@ -409,12 +596,12 @@ mod tests {
     fn bad_tables_are_refused_with_a_reason() {
         let cache = StageCache::default();
         let limits = Limits::default();
-        let good = TableEncoder::new().encode(&table(80), 1, &HashSet::new()).unwrap();
+        let good = TableEncoder::new().encode(&table(80), 1, &HashSet::new(), None).unwrap();
         let with = |f: &dyn Fn(&mut PolicyMsg)| {
             let mut m = good.clone();
             let TableBody::Policy(p) = &mut m.body else { panic!() };
             f(p);
-            build_table(m, &cache, &limits).unwrap_err().0
+            build_table(m, &cache, &RuleTable::fail_closed(), &limits).unwrap_err().0
         };
         let e = with(&|p| p.chains[0].steps[0].policies.push(7));
         assert!(e.contains("chain 0 refers to missing policy 7"), "{e}");
@@ -437,19 +624,77 @@ mod tests {
         let e = with(&|p| p.traces.truncate(1));
         assert!(e.contains("missing trace"), "{e}");
         let small = Limits { max_endpoints: 0, ..Limits::default() };
-        let e = build_table(good.clone(), &cache, &small).unwrap_err().0;
+        let e = build_table(good.clone(), &cache, &RuleTable::fail_closed(), &small).unwrap_err().0;
         assert!(e.contains("1 endpoints, more than the limit of 0"), "{e}");
         let small = Limits { max_boxes: 0, ..Limits::default() };
-        let e = build_table(good, &cache, &small).unwrap_err().0;
+        let e = build_table(good, &cache, &RuleTable::fail_closed(), &small).unwrap_err().0;
         assert!(e.contains("classifier boxes"), "{e}");
+    }
+
+    #[test]
+    fn a_derived_table_travels_as_a_patch_and_a_stale_base_is_refused() {
+        use crate::classify::TableHandle;
+        let t1 = table(80);
+        let mut enc = TableEncoder::new();
+        let mut cache = StageCache::default();
+        let handle = TableHandle::new(RuleTable::fail_closed());
+        let msg = enc.encode(&t1, 1, &HashSet::new(), None).unwrap();
+        let mut built = build_table(roundtrip(&msg), &cache, &handle.load(), &Limits::default()).unwrap();
+        cache.replace(&mut built);
+        assert_eq!(handle.publish(built.table), 1);
+
+        // The incremental compiler's way: a second pod 10.0.0.3 with the first pod's chains, and a
+        // new stage appended.
+        let stage = PolicyRules::build(vec![RuleSpec {
+            action: Action::Deny,
+            trace: 1,
+            pieces: vec![Rule::default()],
+            plain_pieces: None,
+        }])
+        .unwrap();
+        let delta = PolicyTableDelta {
+            endpoints: vec![(
+                1,
+                EndpointInfo { name: "c".into(), namespace: Some("ns".into()), host: false, chains: [0, 1] },
+            )],
+            addresses: vec![("10.0.0.3".parse().unwrap(), Some(1))],
+            policies: vec![(1, Arc::new(stage))],
+            ..PolicyTableDelta::default()
+        };
+        let t2 = RuleTable::from_policy(Arc::new(t1.policy().unwrap().patched(delta).unwrap()), "test");
+        let has: HashSet<StageId> = cache.ids().into_iter().collect();
+        let msg = enc.encode(&t2, 2, &has, Some((&t1, 1))).unwrap();
+        let TableBody::Patch(p) = &msg.body else { panic!("not a patch: {msg:?}") };
+        assert_eq!((p.endpoints.len(), p.addresses.len(), p.stages.len(), p.new_stages.len()), (1, 1, 1, 1));
+        assert!(p.chains.is_empty() && p.traces.is_empty() && p.zones.is_none());
+        let built = build_table(roundtrip(&msg), &cache, &handle.load(), &Limits::default()).unwrap();
+        assert!(built.patch);
+        assert_eq!(built.order.len(), 2);
+        for k in [key("10.0.0.1", "10.0.0.3", 80), key("10.0.0.1", "10.0.0.2", 80), key("10.0.0.3", "10.0.0.9", 1)] {
+            assert_eq!(built.table.admit(&k), t2.admit(&k), "{k:?}");
+        }
+        // Against another generation, or writing past the end: refused.
+        let mut stale = roundtrip(&msg);
+        if let TableBody::Patch(p) = &mut stale.body {
+            p.base = 7;
+        }
+        let e = build_table(stale, &cache, &handle.load(), &Limits::default()).unwrap_err().0;
+        assert!(e.contains("generation 1 is in force"), "{e}");
+        let mut gap = roundtrip(&msg);
+        if let TableBody::Patch(p) = &mut gap.body {
+            p.endpoints[0].0 = 5;
+        }
+        let e = build_table(gap, &cache, &handle.load(), &Limits::default()).unwrap_err().0;
+        assert!(e.contains("past the end"), "{e}");
     }
 
     #[test]
     fn acl_tables_travel_too() {
         let rules = crate::classify::acl::parse("allow tcp 10.0.0.1/32 any 80\n", "t.acl").unwrap();
         let t = RuleTable::new(rules, Verdict::Deny, "acl");
-        let msg = TableEncoder::new().encode(&t, 1, &HashSet::new()).unwrap();
-        let built = build_table(roundtrip(&msg), &StageCache::default(), &Limits::default()).unwrap();
+        let msg = TableEncoder::new().encode(&t, 1, &HashSet::new(), None).unwrap();
+        let built = build_table(roundtrip(&msg), &StageCache::default(), &RuleTable::fail_closed(), &Limits::default())
+            .unwrap();
         assert_eq!(built.table.classify(&key("10.0.0.1", "10.0.0.2", 80)), Verdict::Allow);
         assert_eq!(built.table.classify(&key("10.0.0.1", "10.0.0.2", 81)), Verdict::Deny);
         assert_eq!(built.table.origin(), "acl");
