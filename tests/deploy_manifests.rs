@@ -44,8 +44,8 @@ const FASTPATH_CAPABILITIES: [&str; 5] = ["BPF", "PERFMON", "NET_ADMIN", "NET_RA
 /// issue 6 (`moat agent`, and `moat run --control-socket` as in fastpath/src/control_link). Each
 /// is checked as soon as it exists; a subcommand or flag that is neither here nor in the binary is
 /// an error.
-const PLANNED_SUBCOMMANDS: [&str; 1] = ["agent"];
-const PLANNED_FLAGS: [(&str, &str); 1] = [("run", "control-socket")];
+const PLANNED_SUBCOMMANDS: [&str; 0] = [];
+const PLANNED_FLAGS: [(&str, &str); 0] = [];
 
 /// The only host paths the pod may mount.
 const ALLOWED_HOST_PATHS: [&str; 1] = ["/var/log/moat"];
