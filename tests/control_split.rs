@@ -397,11 +397,12 @@ fn corrupt_frames_and_inconsistent_tables_are_refused_and_the_table_in_force_sta
     split.edit_policy(&[80, 8080]);
     let snapshot = moat_control::source::manifests::ManifestDir::new(&split.manifests).load().unwrap();
     let mut pipeline = moat_control::pipeline::Pipeline::new();
-    let (table, _) = pipeline.build(&snapshot, "test").unwrap();
+    let table = Arc::new(pipeline.build(&snapshot, "test").unwrap().0);
     let mut client = raw_client(&split.socket);
     assert_eq!(client.peer().generation, 1);
     let known: HashSet<_> = client.peer().stages.iter().copied().collect();
-    let good = TableEncoder::new().encode(&table, 7, &known, None).unwrap();
+    let mut encoder = TableEncoder::new();
+    let good = encoder.encode(&table, 7, &known, None).unwrap();
     let send = |client: &mut Client, f: &dyn Fn(&mut moat_fastpath::control_link::PolicyMsg)| {
         let mut msg = good.clone();
         let TableBody::Policy(p) = &mut msg.body else { panic!("a policy table") };
@@ -430,8 +431,8 @@ fn corrupt_frames_and_inconsistent_tables_are_refused_and_the_table_in_force_sta
     // A patch against a generation that is not in force.
     split.edit_policy(&[80, 8080, 8081]);
     let snapshot = moat_control::source::manifests::ManifestDir::new(&split.manifests).load().unwrap();
-    let (derived, _) = pipeline.build(&snapshot, "test").unwrap();
-    let patch = TableEncoder::new().encode(&derived, 8, &known, Some((&table, 5))).unwrap();
+    let derived = Arc::new(pipeline.build(&snapshot, "test").unwrap().0);
+    let patch = encoder.encode(&derived, 8, &known, Some((&table, 5))).unwrap();
     assert!(matches!(patch.body, TableBody::Patch(_)), "a derived table travels as a patch");
     client.send(&AgentMessage::Table(patch)).unwrap();
     expect_nack(&mut client, "patch for generation 5, but generation 1 is in force");

@@ -469,6 +469,8 @@ struct InFlight {
     sent: Instant,
     stages: HashSet<StageId>,
     table: Arc<RuleTable>,
+    /// Encoding and sending.
+    encode: Duration,
 }
 
 /// No message at all from the fastpath for this long (it sends counters every second and answers
@@ -560,7 +562,8 @@ fn session(
                 sent_seq = d.seq;
                 // The table the fastpath acknowledged last on this connection is the base of a
                 // patch: a table derived from it travels as its differences.
-                let base = acked.as_ref().map(|(t, g)| (t.as_ref(), *g));
+                let base = acked.as_ref().map(|(t, g)| (t, *g));
+                let encode_started = Instant::now();
                 match encoder.encode(&d.table, next_id, &known, base) {
                     Ok(msg) => {
                         let (new_stages, patch) = match &msg.body {
@@ -586,6 +589,7 @@ fn session(
                             sent: Instant::now(),
                             stages,
                             table: Arc::clone(&d.table),
+                            encode: encode_started.elapsed(),
                         });
                         next_id += 1;
                     }
@@ -650,6 +654,7 @@ fn session(
                         stages_built = ack.stages_built,
                         stages_reused = ack.stages_reused,
                         fastpath_build_ms = ack.build_us as f64 / 1e3,
+                        encode_ms = f.encode.as_secs_f64() * 1e3,
                         round_trip_ms = f.sent.elapsed().as_secs_f64() * 1e3,
                         change_to_ack_ms = latency.as_secs_f64() * 1e3,
                         "table acknowledged"

@@ -511,7 +511,7 @@ mod tests {
 
     fn acl_table(id: u64, text: &str) -> AgentMessage {
         let t = RuleTable::new(acl::parse(text, "t.acl").unwrap(), Verdict::Deny, "t");
-        AgentMessage::Table(TableEncoder::new().encode(&t, id, &HashSet::new(), None).unwrap())
+        AgentMessage::Table(TableEncoder::new().encode(&Arc::new(t), id, &HashSet::new(), None).unwrap())
     }
 
     #[test]

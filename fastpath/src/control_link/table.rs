@@ -32,18 +32,51 @@ pub enum EncodeError {
     Postcard(#[from] postcard::Error),
 }
 
-/// Agent side: turns rule tables into messages, remembering the content id of every stage of the
-/// last table it encoded (by allocation: the compiler shares unchanged stages between tables as
-/// the same `Arc`), so that an unchanged stage is neither re-encoded nor re-hashed.
+/// Agent side: turns rule tables into messages, remembering the content id of every stage it
+/// encoded (by allocation: the compiler shares unchanged stages between tables as the same `Arc`),
+/// so that an unchanged stage is neither re-encoded nor re-hashed, and the stage ids of the last
+/// tables it encoded, so that a patch touches only what changed.
 #[derive(Debug, Default)]
 pub struct TableEncoder {
     /// `Arc::as_ptr` → (the stage, kept alive so the address cannot be reused; its id).
     ids: HashMap<usize, (Arc<PolicyRules>, StageId)>,
+    /// The last tables encoded (kept alive: they are matched by allocation) with their stage ids
+    /// by index; the newest last. Two: the one in flight and the one acknowledged before it.
+    recent: Vec<(Arc<RuleTable>, Arc<[StageId]>)>,
 }
+
+/// Tables remembered by [`TableEncoder`].
+const RECENT: usize = 2;
 
 impl TableEncoder {
     pub fn new() -> TableEncoder {
         TableEncoder::default()
+    }
+
+    /// The id of `stage` and, when the fastpath lacks it and it was not sent yet, its specs.
+    fn stage(
+        &mut self,
+        index: usize,
+        stage: &Arc<PolicyRules>,
+        fastpath_has: &HashSet<StageId>,
+        sent: &mut HashSet<StageId>,
+    ) -> Result<(StageId, Option<StageMsg>), EncodeError> {
+        let key = Arc::as_ptr(stage) as usize;
+        let (sid, bytes) = match self.ids.get(&key) {
+            Some((_, sid)) if fastpath_has.contains(sid) || sent.contains(sid) => (*sid, None),
+            _ => {
+                let specs = stage.specs().ok_or(EncodeError::NoSpecs(index))?;
+                let bytes = encode_specs(specs)?;
+                let sid = stage_id(&bytes);
+                self.ids.insert(key, (Arc::clone(stage), sid));
+                (sid, (!fastpath_has.contains(&sid) && !sent.contains(&sid)).then_some(bytes))
+            }
+        };
+        let msg = bytes.map(|specs| {
+            sent.insert(sid);
+            StageMsg { id: sid, specs }
+        });
+        Ok((sid, msg))
     }
 
     /// The message for `table`; stages whose id is in `fastpath_has` travel as their id only.
@@ -51,55 +84,55 @@ impl TableEncoder {
     /// derives from it (the incremental compiler's tables do) travels as a patch: only what changed.
     pub fn encode(
         &mut self,
-        table: &RuleTable,
+        table: &Arc<RuleTable>,
         id: u64,
         fastpath_has: &HashSet<StageId>,
-        base: Option<(&RuleTable, u64)>,
+        base: Option<(&Arc<RuleTable>, u64)>,
     ) -> Result<TableMsg, EncodeError> {
         let origin = table.origin().to_owned();
         let Some(policy) = table.policy() else {
-            self.ids.clear();
+            self.remember(table, Arc::from(Vec::new()));
             return Ok(TableMsg {
                 id,
                 origin,
                 body: TableBody::Acl { rules: table.rules().to_vec(), default: table.default_verdict() },
             });
         };
-        // Every stage's id (cached by allocation), and the encoded specs of those the fastpath
-        // lacks.
-        let mut ids = HashMap::with_capacity(policy.policies().len());
-        let mut order = Vec::with_capacity(policy.policies().len());
-        let mut new_stages = Vec::new();
         let mut sent: HashSet<StageId> = HashSet::new();
-        for (i, stage) in policy.policies().iter().enumerate() {
-            let key = Arc::as_ptr(stage) as usize;
-            let known = self.ids.get(&key).map(|(_, id)| *id);
-            let (stage_id, bytes) = match known {
-                Some(sid) if fastpath_has.contains(&sid) || sent.contains(&sid) => (sid, None),
-                _ => {
-                    let specs = stage.specs().ok_or(EncodeError::NoSpecs(i))?;
-                    let bytes = encode_specs(specs)?;
-                    let sid = stage_id(&bytes);
-                    let needed = !fastpath_has.contains(&sid) && !sent.contains(&sid);
-                    (sid, needed.then_some(bytes))
-                }
-            };
-            if let Some(specs) = bytes {
-                sent.insert(stage_id);
-                new_stages.push(StageMsg { id: stage_id, specs });
-            }
-            order.push(stage_id);
-            ids.insert(key, (Arc::clone(stage), stage_id));
-        }
-        self.ids = ids;
-        if let Some((base_table, generation)) = base
+        let mut new_stages = Vec::new();
+        // A patch: only the written stages need an id, the others keep the base's.
+        let based = base.and_then(|(b, generation)| {
+            let order = self.recent.iter().find(|(t, _)| Arc::ptr_eq(t, b)).map(|(_, o)| Arc::clone(o))?;
+            Some((Arc::clone(b), generation, order))
+        });
+        if let Some((base_table, generation, base_order)) = based
             && let Some(old) = base_table.policy()
-            && let Some(mut patch) = patch_between(old, policy, &order)
+            && let Some(mut patch) = patch_between(old, policy)
         {
+            let mut order = base_order.to_vec();
+            for (i, sid) in &mut patch.stages {
+                let index = *i as usize;
+                let Some(stage) = policy.policies().get(index) else { continue };
+                let (stage_id, msg) = self.stage(index, stage, fastpath_has, &mut sent)?;
+                *sid = stage_id;
+                new_stages.extend(msg);
+                match order.get_mut(index) {
+                    Some(slot) => *slot = stage_id,
+                    None => order.push(stage_id),
+                }
+            }
             patch.base = generation;
             patch.new_stages = new_stages;
+            self.remember(table, Arc::from(order));
             return Ok(TableMsg { id, origin, body: TableBody::Patch(patch) });
         }
+        let mut order = Vec::with_capacity(policy.policies().len());
+        for (i, stage) in policy.policies().iter().enumerate() {
+            let (stage_id, msg) = self.stage(i, stage, fastpath_has, &mut sent)?;
+            order.push(stage_id);
+            new_stages.extend(msg);
+        }
+        self.remember(table, Arc::from(order.clone()));
         let parts = policy.parts();
         let mut addresses: Vec<_> = parts.addresses.into_iter().collect();
         // Deterministic messages (the map's order is random): equal tables encode equally.
@@ -115,12 +148,30 @@ impl TableEncoder {
         };
         Ok(TableMsg { id, origin, body: TableBody::Policy(msg) })
     }
-}
 
-impl TableEncoder {
+    /// Keeps `order` for `table`, and trims the id cache to the stages of the remembered tables
+    /// once it has grown past twice their size (amortised: a patch does not walk every stage).
+    fn remember(&mut self, table: &Arc<RuleTable>, order: Arc<[StageId]>) {
+        self.recent.retain(|(t, _)| !Arc::ptr_eq(t, table));
+        self.recent.push((Arc::clone(table), order));
+        if self.recent.len() > RECENT {
+            self.recent.remove(0);
+        }
+        let live: usize = self.recent.iter().map(|(t, _)| t.policy().map_or(0, |p| p.policies().len())).sum();
+        if self.ids.len() > 2 * live + 64 {
+            let keep: HashSet<usize> = self
+                .recent
+                .iter()
+                .filter_map(|(t, _)| t.policy())
+                .flat_map(|p| p.policies().iter().map(|s| Arc::as_ptr(s) as usize))
+                .collect();
+            self.ids.retain(|k, _| keep.contains(k));
+        }
+    }
+
     /// The stage ids of the last table encoded (what the fastpath holds once it applied it).
     pub fn stage_ids(&self) -> HashSet<StageId> {
-        self.ids.values().map(|(_, id)| *id).collect()
+        self.recent.last().map(|(_, o)| o.iter().copied().collect()).unwrap_or_default()
     }
 }
 
@@ -148,13 +199,11 @@ fn writes<T: Clone>(old: &SharedVec<T>, new: &SharedVec<T>, eq: impl Fn(&T, &T) 
     Some(out)
 }
 
-/// The patch from `old` to `new` (stage ids by index in `order`), or `None` when `new` does not
+/// The patch from `old` to `new`, stage ids still to be filled in; `None` when `new` does not
 /// derive from `old` by replacing and appending.
-fn patch_between(old: &PolicyTable, new: &PolicyTable, order: &[StageId]) -> Option<PatchMsg> {
-    let stages = writes(old.policies(), new.policies(), Arc::ptr_eq)?
-        .into_iter()
-        .map(|(i, _)| order.get(i as usize).map(|sid| (i, *sid)))
-        .collect::<Option<Vec<_>>>()?;
+fn patch_between(old: &PolicyTable, new: &PolicyTable) -> Option<PatchMsg> {
+    let stages =
+        writes(old.policies(), new.policies(), Arc::ptr_eq)?.into_iter().map(|(i, _)| (i, StageId([0; 16]))).collect();
     let endpoints = writes(old.endpoints(), new.endpoints(), PartialEq::eq)?;
     let chains = writes(old.chains(), new.chains(), PartialEq::eq)?;
     // Traces are only appended.
@@ -514,7 +563,7 @@ mod tests {
     }
 
     /// Pod 10.0.0.2: ingress allows TCP `port` from 10.0.0.1, end of tier deny.
-    fn table(port: u16) -> RuleTable {
+    fn table(port: u16) -> Arc<RuleTable> {
         let stage = PolicyRules::build(vec![RuleSpec {
             action: Action::Allow,
             trace: 0,
@@ -547,7 +596,7 @@ mod tests {
             traces: vec![trace(Action::Allow, 0), trace(Action::Deny, -1), trace(Action::Allow, 0)],
             zones: vec![("10.0.0.0/24".parse().unwrap(), "pods".into())],
         };
-        RuleTable::from_policy(Arc::new(PolicyTable::new(parts).unwrap()), "test")
+        Arc::new(RuleTable::from_policy(Arc::new(PolicyTable::new(parts).unwrap()), "test"))
     }
 
     fn roundtrip(msg: &TableMsg) -> TableMsg {
@@ -661,7 +710,7 @@ mod tests {
             policies: vec![(1, Arc::new(stage))],
             ..PolicyTableDelta::default()
         };
-        let t2 = RuleTable::from_policy(Arc::new(t1.policy().unwrap().patched(delta).unwrap()), "test");
+        let t2 = Arc::new(RuleTable::from_policy(Arc::new(t1.policy().unwrap().patched(delta).unwrap()), "test"));
         let has: HashSet<StageId> = cache.ids().into_iter().collect();
         let msg = enc.encode(&t2, 2, &has, Some((&t1, 1))).unwrap();
         let TableBody::Patch(p) = &msg.body else { panic!("not a patch: {msg:?}") };
@@ -691,7 +740,7 @@ mod tests {
     #[test]
     fn acl_tables_travel_too() {
         let rules = crate::classify::acl::parse("allow tcp 10.0.0.1/32 any 80\n", "t.acl").unwrap();
-        let t = RuleTable::new(rules, Verdict::Deny, "acl");
+        let t = Arc::new(RuleTable::new(rules, Verdict::Deny, "acl"));
         let msg = TableEncoder::new().encode(&t, 1, &HashSet::new(), None).unwrap();
         let built = build_table(roundtrip(&msg), &StageCache::default(), &RuleTable::fail_closed(), &Limits::default())
             .unwrap();
