@@ -202,8 +202,12 @@ fn relabel_to_fastpath_ack_at_10000_pods() {
     let fastpath = MoatProcess::start(&topo.moat, lab.workdir(), &opts).unwrap();
     let mut agent_opts = AgentOptions::kubernetes(env!("CARGO_BIN_EXE_moat"), &socket, &kubeconfig);
     agent_opts.ready_timeout = Duration::from_secs(300);
-    let debounce = std::env::var("MOAT_SCALE_DEBOUNCE_MS").unwrap_or_else(|_| "5".into());
-    agent_opts.extra_args = vec!["--watch-debounce-ms".into(), debounce.clone()];
+    // Unset: the source's default debounce.
+    let debounce = std::env::var("MOAT_SCALE_DEBOUNCE_MS").ok();
+    if let Some(ms) = &debounce {
+        agent_opts.extra_args = vec!["--watch-debounce-ms".into(), ms.clone()];
+    }
+    let debounce = debounce.map_or_else(|| "default".to_owned(), |ms| format!("{ms} ms"));
     let started = Instant::now();
     let agent = AgentProcess::start(lab.workdir(), &agent_opts).unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -247,7 +251,7 @@ fn relabel_to_fastpath_ack_at_10000_pods() {
     let fastpath_rss = rss_mib(fastpath.pid().unwrap());
     println!("\n# split: pod relabel → fastpath ack\n");
     println!(
-        "cluster: {} pods, {} namespaces, {} policies; agent debounce {debounce} ms",
+        "cluster: {} pods, {} namespaces, {} policies; agent debounce {debounce}",
         s.namespaces * s.pods_per_ns,
         s.namespaces,
         s.namespaces * 3

@@ -58,9 +58,10 @@ pub struct AgentArgs {
     #[arg(long, value_enum, default_value_t = CalicoArg::Auto)]
     pub calico_api: CalicoArg,
     /// Kubernetes source: a change is compiled once no other arrived for this long (a burst is
-    /// one table), and at the latest 50 ms after the first change of a burst.
-    #[arg(long, value_name = "MS", default_value_t = 5)]
-    pub watch_debounce_ms: u64,
+    /// one table), and at the latest 50 ms after the first change of a burst. Default: the
+    /// source's own (`KubeSourceConfig::default`).
+    #[arg(long, value_name = "MS")]
+    pub watch_debounce_ms: Option<u64>,
     /// Longest wait between retries of a failed watch or list (exponential from 100 ms, no jitter);
     /// default: kube-rs's client-go backoff (0.8 s doubling to 30 s, jittered).
     #[arg(long, value_name = "MS")]
@@ -374,7 +375,7 @@ fn kube_loop(args: &AgentArgs, state: &Shared, stop: &AtomicBool, wake: &impl Fn
         } else {
             moat_control::manifest::LoadOptions::strict()
         },
-        debounce: Duration::from_millis(args.watch_debounce_ms),
+        debounce: args.watch_debounce_ms.map_or(KubeSourceConfig::default().debounce, Duration::from_millis),
         backoff: args.watch_retry_max_ms.map(|max| {
             let max = Duration::from_millis(max.max(1));
             moat_control::source::kube::BackoffConfig { initial: max.min(Duration::from_millis(100)), max }
