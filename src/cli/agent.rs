@@ -1006,6 +1006,9 @@ fn render_status(s: &State) -> Value {
             "generation": s.generation,
             "origin": stats.map(|st| st.origin.clone()),
             "last_change_to_enforcement_ms": s.last_latency.map(|d| d.as_secs_f64() * 1e3),
+            // What `moat run`'s stats file calls the last reload error (kubectl moat status shows it):
+            // the last compile error, else the fastpath's last refusal or link error.
+            "last_reload_error": s.errors.get("compile").or_else(|| s.errors.get("fastpath")),
         },
         "flow_records": stats.map(|st| Value::Object(st.flow_records.iter().map(|(k, n)| (k.clone(), json!(n))).collect())),
         "control_link": stats.map(|st| Value::Object(st.link.iter().map(|(k, n)| (k.clone(), json!(n))).collect())),

@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
+// Where tables come from: exactly one of the two (a group is exclusive unless told otherwise).
+#[command(group(clap::ArgGroup::new("policy").required(true).args(["manifests", "control_socket"])))]
 pub struct RunArgs {
     /// Two interfaces to bridge through the filter, IF_A,IF_B. Repeat for more pairs.
     #[arg(long = "wire", value_name = "IF_A,IF_B", required = true)]
@@ -40,7 +42,7 @@ pub struct RunArgs {
     /// endpoints, IP pools. Watched: a change is recompiled and swapped in. A directory with no
     /// manifest but `*.acl` files is read as raw ACL rules instead (benchmarks and labs).
     /// Standalone mode; exactly one of `--manifests` and `--control-socket` is required.
-    #[arg(long, value_name = "DIR", required_unless_present = "control_socket", conflicts_with = "control_socket")]
+    #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
     /// Fastpath mode: take rule tables from a `moat agent` over this Unix socket instead of compiling
     /// them here. moat listens (a stale socket file is replaced), serves one agent at a time,
