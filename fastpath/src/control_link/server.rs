@@ -466,6 +466,11 @@ impl Serve {
         let Some(conn) = self.conn.as_mut().filter(|c| c.agent.is_some()) else { return };
         let status = lock(&self.status).clone();
         stats.link = status.named();
+        // The counters were taken a moment ago, maybe before a table this thread applied since:
+        // the generation is the one in force now, so the agent never sees it go back.
+        let table = self.tables.load();
+        stats.generation = table.generation();
+        stats.origin = table.origin().to_owned();
         stats.last_refusal = status.last_refusal;
         stats.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Err(e) = send_msg(&mut conn.stream, &FastpathMessage::Stats(stats)) {
