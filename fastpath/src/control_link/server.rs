@@ -213,6 +213,9 @@ struct Conn {
     reader: FrameReader,
     /// `None` until the agent's hello arrived.
     agent: Option<AgentHello>,
+    /// Who connected, as the kernel says (`SO_PEERCRED`: uid, gid, pid), for the log: the hello's
+    /// pid is the peer's own claim.
+    peer: Option<(u32, u32, i32)>,
 }
 
 struct Serve {
@@ -314,7 +317,10 @@ impl Serve {
             .and_then(|body| send_frame(&mut stream, &hello_payload(PROTOCOL_VERSION, &body)));
         match sent {
             Ok(()) => {
-                self.conn = Some(Conn { stream, reader: FrameReader::new(self.config.max_frame), agent: None });
+                let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                    .ok()
+                    .map(|c| (c.uid(), c.gid(), c.pid()));
+                self.conn = Some(Conn { stream, reader: FrameReader::new(self.config.max_frame), agent: None, peer });
             }
             Err(e) => tracing::warn!(error = %e, "control link: cannot greet a new connection"),
         }
@@ -385,7 +391,9 @@ impl Serve {
                 return Err(e);
             }
         };
+        let peer = self.conn.as_ref().and_then(|c| c.peer);
         tracing::info!(agent = %agent.software, pid = agent.pid, node = ?agent.node,
+            peer_uid = ?peer.map(|p| p.0), peer_gid = ?peer.map(|p| p.1), peer_pid = ?peer.map(|p| p.2),
             generation = self.tables.generation(), stages = self.cache.len(), "control link: agent connected");
         let mut s = lock(&self.status);
         s.state = LinkState::Connected;
