@@ -48,6 +48,7 @@
 
 pub mod api;
 mod http;
+pub mod scale;
 pub mod scenario;
 mod select;
 mod store;
