@@ -71,16 +71,7 @@ fn relabel_to_fastpath_ack_at_10000_pods() {
     let repeat: usize = std::env::var("MOAT_SCALE_REPEAT").ok().and_then(|r| r.parse().ok()).unwrap_or(30);
     let sim = KubeSim::start_with(SimConfig::default(), cluster(&s)).unwrap();
     let kubeconfig = lab.workdir().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: sim, cluster: {{server: \"{}\"}}}}]\n\
-             users: [{{name: anonymous, user: {{}}}}]\ncontexts: [{{name: sim, context: {{cluster: sim, user: anonymous}}}}]\n\
-             current-context: sim\n",
-            sim.url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
     let socket = lab.workdir().join("control.sock");
     let opts = MoatOptions::fastpath(env!("CARGO_BIN_EXE_moat"), &socket).wire(&topo.if_a, &topo.if_b).queues(1);
     let fastpath = MoatProcess::start(&topo.moat, lab.workdir(), &opts).unwrap();

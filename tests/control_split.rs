@@ -696,16 +696,7 @@ fn the_agent_follows_the_kubernetes_api_and_an_outage_keeps_the_last_table() {
     let sim = moat_kubesim::KubeSim::start(moat_kubesim::SimConfig::default()).unwrap();
     sim.apply_yaml(&cluster).unwrap();
     let kubeconfig = lab.workdir().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: sim, cluster: {{server: \"{}\"}}}}]\n\
-             users: [{{name: anonymous, user: {{}}}}]\ncontexts: [{{name: sim, context: {{cluster: sim, user: anonymous}}}}]\n\
-             current-context: sim\n",
-            sim.url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
     let socket = lab.workdir().join("control.sock");
     let mut opts = MoatOptions::fastpath(MOAT, &socket).wire(&topo.if_a, &topo.if_b).queues(1);
     if let Ok(mode) = std::env::var("MOAT_E2E_XDP_MODE") {

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use moat_kubesim::{KubeSim, SimConfig};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const DEMO: [&str; 3] = [
@@ -14,17 +13,6 @@ const DEMO: [&str; 3] = [
     include_str!("../examples/demo/10-zones-tier.yaml"),
     include_str!("../examples/demo/20-namespaces.yaml"),
 ];
-
-/// A kubeconfig for the simulator (plain HTTP, no credentials: kubesim does not authenticate).
-fn kubeconfig(dir: &Path, url: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: sim\nclusters: [{{name: sim, cluster: {{server: \"{url}\"}}}}]\n\
-         users: [{{name: sim, user: {{}}}}]\ncontexts: [{{name: sim, context: {{cluster: sim, user: sim}}}}]\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn demo_cluster() -> KubeSim {
     let sim = KubeSim::start(SimConfig::default()).unwrap();
@@ -42,7 +30,8 @@ fn text(out: &Output) -> String {
 fn explain_names_the_deciding_tier_policy_and_rule_from_the_live_cluster() {
     let sim = demo_cluster();
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &sim.url());
+    let config = dir.path().join("kubeconfig");
+    std::fs::write(&config, sim.kubeconfig()).unwrap();
     // As kubectl runs it: an executable named kubectl-moat.
     let plugin = dir.path().join("kubectl-moat");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_moat"), &plugin).unwrap();
@@ -79,9 +68,11 @@ fn explain_names_the_deciding_tier_policy_and_rule_from_the_live_cluster() {
 #[test]
 fn an_unreachable_api_server_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
-    // Nothing listens on this port (bound, then closed).
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = kubeconfig(dir.path(), &format!("http://127.0.0.1:{port}"));
+    // A kubeconfig for a server that is gone: nothing listens on its port any more.
+    let config = dir.path().join("kubeconfig");
+    let gone = KubeSim::start(SimConfig::default()).unwrap();
+    std::fs::write(&config, gone.kubeconfig()).unwrap();
+    drop(gone);
     let out = Command::new(env!("CARGO_BIN_EXE_moat"))
         .args(["kubectl", "--kubeconfig"])
         .arg(&config)

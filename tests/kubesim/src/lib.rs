@@ -304,6 +304,16 @@ impl SimControl {
         self.shared.addr
     }
 
+    /// A kubeconfig for this server (plain HTTP, no credentials: kubesim does not authenticate), for
+    /// processes that find their cluster as kubectl does.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: sim\nclusters: [{{name: sim, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: anonymous, user: {{}}}}]\ncontexts: [{{name: sim, context: {{cluster: sim, user: anonymous}}}}]\n",
+            self.url()
+        )
+    }
+
     /// The newest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         lock(&self.shared.store).resource_version()
